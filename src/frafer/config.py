@@ -1,0 +1,365 @@
+"""Typed configuration: dataclass schema, YAML loading and dotted `key=value` overrides.
+
+Every constant of the method is a field here with its METHOD.md default, and a one-line `help`.
+A mistake (unknown key, wrong type, impossible value) raises FraferError naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from frafer.errors import FraferError
+
+
+def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """A schema field with a default, a help line and optional numeric bounds [lo, hi] (lo exclusive if lo_open)."""
+    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SyntheticConfig:
+    num_images: int = _f(4096, "images generated for data.source=synthetic", lo=1)
+    num_identities: int = _f(200, "distinct synthetic identities", lo=1)
+    seed: int = _f(0, "seed of the synthetic faces (independent of train.seed)")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["folder", "vggface2", "synthetic"] = _f(
+        "folder", "folder: any image tree; vggface2: identity folders + optional loose boxes; synthetic: built-in faces"
+    )
+    root: str = _f("", "image root (folder / vggface2)")
+    bbox_csv: str = _f("", "VGGFace2 loose_bb_*.csv to crop faces with (vggface2 only; empty = images are crops)")
+    crop_margin: float = _f(0.0, "extra margin around VGGFace2 boxes, as a fraction of the box size", lo=0)
+    image_size: int = _f(224, "side of the square training views in pixels", lo=16)
+    num_workers: int = _f(8, "data loader worker processes per training process", lo=0)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class AugConfig:
+    crop_scale: tuple[float, float] = _f((0.2, 1.0), "RandomResizedCrop area range")
+    flip_p: float = _f(0.5, "horizontal flip probability", lo=0, hi=1)
+    jitter: tuple[float, float, float, float] = _f((0.4, 0.4, 0.2, 0.1), "colour jitter brightness, contrast, saturation, hue")
+    jitter_p: float = _f(0.8, "colour jitter probability", lo=0, hi=1)
+    grey_p: float = _f(0.2, "greyscale probability", lo=0, hi=1)
+    blur_p: tuple[float, float] = _f((1.0, 0.1), "Gaussian blur probability for view 1 / view 2")
+    blur_sigma: tuple[float, float] = _f((0.1, 2.0), "Gaussian blur sigma range")
+    solarize_p: tuple[float, float] = _f((0.0, 0.2), "solarisation probability for view 1 / view 2")
+    mean: tuple[float, float, float] = _f((0.5231, 0.4044, 0.3489), "normalisation mean (VGGFace2)")
+    std: tuple[float, float, float] = _f((0.2536, 0.2194, 0.2070), "normalisation std (VGGFace2)")
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet50_slim"] = _f("resnet50", "trunk architecture")
+    blocks: list[int] = _f([], "residual blocks per stage; empty = the arch's own (resnet50_slim: 3,4,4,2)")
+    width: int = _f(64, "channels of the first stage (64 = torchvision layout; smaller for tiny CPU runs)", lo=1)
+    remove_maxpool: bool = _f(False, "drop the stem max-pool (output stride 16) for small images; no weights change")
+    proj_hidden_dim: int = _f(4096, "hidden width of projectors and predictors", lo=1)
+    proj_dim: int = _f(256, "embedding width of projectors and predictors", lo=1)
+    num_queries: int = _f(8, "N, learnable facial queries = regions", lo=1)
+    query_dim: int = _f(256, "width of queries and of the decoder", lo=1)
+    decoder_layers: int = _f(1, "transformer decoder layers (paper: 1, official code: 2)", lo=1)
+    decoder_heads: int = _f(8, "attention heads of the decoder", lo=1)
+    decoder_ffn_dim: int = _f(256, "feed-forward width of the decoder", lo=1)
+    decoder_dropout: float = _f(0.1, "dropout inside the decoder", lo=0, hi=1)
+    shared_masks: bool = _f(True, "average mask embeddings over the global batch (official code); false = per image")
+    heatmap_temperature: float = _f(1.0, "tau: heatmaps = softmax over regions of scores / tau", lo=0, lo_open=True)
+    heatmap_eps: float = _f(1e-7, "added to heatmaps before region pooling", lo=0)
+
+
+@dataclass
+class LossConfig:
+    lambda_c: float = _f(0.5, "weight of the global (instance) term in L_c; 1 = BYOL (no local term)", lo=0, hi=1)
+    lambda_r: float = _f(0.1, "weight of the relation loss L_r; 0 with lambda_c=1 = BYOL", lo=0)
+    decorrelation: bool = _f(True, "add the official code's region decorrelation term to L_local")
+    decorrelation_weight: float = _f(0.02, "weight of the decorrelation term", lo=0)
+    student_temperature: float = _f(0.1, "softmax temperature of online assignments", lo=0, lo_open=True)
+    teacher_temperature: float = _f(0.04, "softmax temperature of momentum assignments", lo=0, lo_open=True)
+    sinkhorn_iterations: int = _f(3, "Sinkhorn-Knopp iterations on teacher assignments", lo=0)
+    mean_entropy_weight: float = _f(1.0, "weight of the mean-entropy term in the relation loss", lo=0)
+    relation_views: Literal["mean", "sum"] = _f("mean", "combine R(view1), R(view2): mean (code) or sum (paper)")
+    diversity_mode: Literal["subtract", "add"] = _f("subtract", "diversity term: L - lambda*delta or L + lambda*delta")
+    diversity_weight: float = _f(0.0, "lambda of the diversity term (0 = off; report: 0.01 subtract)", lo=0)
+
+
+@dataclass
+class OptimConfig:
+    base_lr: float = _f(0.9, "learning rate at the reference batch", lo=0, lo_open=True)
+    reference_batch: int = _f(512, "global batch that base_lr refers to", lo=1)
+    scale_lr: bool = _f(False, "scale lr linearly with global batch / reference_batch (the official code does not)")
+    weight_decay: float = _f(1e-6, "LARS weight decay (not on biases and normalisation parameters)", lo=0)
+    lars_momentum: float = _f(0.9, "LARS momentum", lo=0, hi=1)
+    lars_eta: float = _f(1e-3, "LARS trust coefficient eta", lo=0, lo_open=True)
+    warmup_epochs: float = _f(10.0, "linear warm-up epochs (per step)", lo=0)
+    min_lr: float = _f(0.0, "learning rate at the end of the cosine", lo=0)
+    ema_base: float = _f(0.996, "momentum-network coefficient at step 0 (cosine to ema_final)", lo=0, hi=1)
+    ema_final: float = _f(1.0, "momentum-network coefficient at the last step", lo=0, hi=1)
+    grad_clip: float = _f(0.0, "clip the global gradient norm to this value (0 = off)", lo=0)
+
+
+@dataclass
+class TrainConfig:
+    name: str = _f("", "run name; empty = <config file stem>-<time>")
+    out_dir: str = _f("runs", "folder holding run folders")
+    epochs: int = _f(50, "training epochs", lo=1)
+    batch_size: int = _f(512, "global batch (split evenly over processes)", lo=2)
+    precision: Literal["fp32", "bf16", "fp16"] = _f("bf16", "bf16 autocast (CPU/CUDA) or fp16 + grad scaler (CUDA)")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    seed: int = _f(0, "seed of weights, data order and augmentation")
+    sync_bn: bool = _f(True, "batch-norm statistics over the global batch when distributed")
+    log_every: int = _f(10, "steps between metric lines", lo=1)
+    checkpoint_every: int = _f(1000, "steps between checkpoints (and one at the end)", lo=1)
+    keep_checkpoints: int = _f(2, "checkpoints kept on disk", lo=1)
+    tensorboard: bool = _f(True, "also write TensorBoard event files")
+    max_steps: int = _f(0, "stop after this many steps (0 = all epochs); schedules still span all epochs", lo=0)
+
+
+@dataclass
+class MonitorConfig:
+    knn_train_root: str = _f("", "labelled class folders used as the kNN memory bank (empty = no kNN monitor)")
+    knn_val_root: str = _f("", "labelled class folders classified by kNN")
+    knn_every_epochs: int = _f(1, "epochs between kNN evaluations", lo=1)
+    knn_at_start: bool = _f(True, "also evaluate before the first step (= the random-init network)")
+    knn_k: int = _f(20, "neighbours", lo=1)
+    knn_temperature: float = _f(0.07, "temperature of the similarity-weighted votes", lo=0, lo_open=True)
+    knn_image_size: int = _f(0, "image side for kNN features (0 = data.image_size)", lo=0)
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+    @property
+    def uses_local_branch(self) -> bool:
+        """BYOL (lambda_c = 1, lambda_r = 0) needs no local branch at all: it is then not even built."""
+        return self.loss.lambda_c < 1.0 or self.loss.lambda_r > 0.0 or self.loss.diversity_weight > 0.0
+
+
+# --------------------------------------------------------------------------- building from plain data
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        inner = _type_name(args[0]) if args else "value"
+        n = "" if origin is list or (len(args) == 2 and args[1] is Ellipsis) else f" of {len(args)}"
+        return f"list{n} of {inner}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotated type `tp`, converting where unambiguous (int → float, list → tuple)."""
+    origin = typing.get_origin(tp)
+    bad = FraferError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise FraferError(f"config key '{key}': must be one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        args = typing.get_args(tp)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise FraferError(f"config key '{key}': expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+        return origin(_coerce(key, v, args[0]) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unions are not supported in the schema ({key})")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad
+        return str(value)
+    raise TypeError(f"unsupported schema type {tp!r} for {key}")
+
+
+def _check_bounds(key: str, value: Any, meta: dict) -> None:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        too_low = lo is not None and (v <= lo if meta.get("lo_open") else v < lo)
+        too_high = hi is not None and v > hi
+        if too_low or too_high:
+            left = "(" if meta.get("lo_open") else "["
+            rng = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise FraferError(f"config key '{key}': {v!r} is outside the allowed range {rng}")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise FraferError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = prefix + str(unknown[0])
+        raise FraferError(f"unknown config key '{key}' (known here: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in data.items():
+        key, tp = prefix + name, hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, key + ".")
+        else:
+            kwargs[name] = _coerce(key, value, tp)
+            _check_bounds(key, kwargs[name], fields[name].metadata)
+    return cls(**kwargs)
+
+
+def _validate(cfg: PretrainConfig) -> None:
+    """Cross-field rules that no single field can express."""
+    lo, hi = cfg.aug.crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise FraferError(f"config key 'aug.crop_scale': need 0 < min <= max <= 1, got {cfg.aug.crop_scale}")
+    for name in ("blur_p", "solarize_p"):
+        for p in getattr(cfg.aug, name):
+            if not 0 <= p <= 1:
+                raise FraferError(f"config key 'aug.{name}': probabilities must lie in [0, 1], got {p}")
+    if not 0 < cfg.aug.blur_sigma[0] <= cfg.aug.blur_sigma[1]:
+        raise FraferError(f"config key 'aug.blur_sigma': need 0 < min <= max, got {cfg.aug.blur_sigma}")
+    if any(s <= 0 for s in cfg.aug.std):
+        raise FraferError(f"config key 'aug.std': must be positive, got {cfg.aug.std}")
+    if cfg.model.blocks and (len(cfg.model.blocks) != 4 or min(cfg.model.blocks) < 1):
+        raise FraferError(f"config key 'model.blocks': need 4 positive counts, got {cfg.model.blocks}")
+    if cfg.model.query_dim % cfg.model.decoder_heads:
+        raise FraferError(
+            f"config key 'model.decoder_heads': {cfg.model.decoder_heads} must divide model.query_dim "
+            f"({cfg.model.query_dim})"
+        )
+    if cfg.optim.ema_final < cfg.optim.ema_base:
+        raise FraferError("config key 'optim.ema_final': must be >= optim.ema_base")
+    if cfg.data.source in ("folder", "vggface2") and not cfg.data.root:
+        raise FraferError(f"config key 'data.root': required for data.source={cfg.data.source}")
+    if bool(cfg.monitor.knn_train_root) != bool(cfg.monitor.knn_val_root):
+        raise FraferError("config keys 'monitor.knn_train_root' and 'monitor.knn_val_root' go together")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=3` → ("a.b", 3); the value is read as YAML, so `x=[1,2]`, `x=true`, `x=1e-3` work."""
+    if "=" not in text:
+        raise FraferError(f"override '{text}': expected key=value, e.g. optim.base_lr=0.5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise FraferError(f"override '{text}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise FraferError(f"config key '{key}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FraferError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise FraferError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise FraferError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def build_config(tree: dict, overrides: list[str] = (), cls: type = PretrainConfig) -> Any:
+    """Plain nested dict (+ dotted overrides) → validated config dataclass."""
+    tree = _deep_copy(tree)
+    for text in overrides:
+        _set_dotted(tree, *parse_override(text))
+    cfg = _build(cls, tree, "")
+    if isinstance(cfg, PretrainConfig):
+        _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), cls: type = PretrainConfig) -> Any:
+    """Load a YAML recipe (or the schema defaults when path is None) and apply `key=value` overrides."""
+    return build_config(read_yaml(path) if path else {}, overrides, cls)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Config → plain dict (tuples as lists) suitable for YAML / JSON."""
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe(cls: type = PretrainConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every field: the schema's own documentation."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe(tp, prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, getattr(default, f.name), f.metadata.get("help", "")))
+    return rows
+
+
+def _deep_copy(tree: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in tree.items()}
