@@ -1,0 +1,134 @@
+"""FRA's self-supervised losses: semantic consistency, semantic relation, diversity; BYOL as a special case.
+
+Pure functions of tensors (sums over the global batch go through `frafer.collectives`, a no-op on one process).
+Everything is computed in float32 whatever the autocast precision of the forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from frafer.collectives import all_reduce_sum, global_count
+
+
+def regression(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's normalised squared error D(p, z) = 2 − 2·cos(p, z) along the last dim; z is a stop-gradient target."""
+    return 2.0 - 2.0 * F.cosine_similarity(p.float(), z.detach().float(), dim=-1)
+
+
+def instance_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_inst = mean_b D(G_g(z_g^θ(v)), z_g^ξ(w)); pred, target: (B, D)."""
+    return regression(pred, target).mean()
+
+
+def local_loss(pred: torch.Tensor, target: torch.Tensor, decorrelation_weight: float = 0.02) -> torch.Tensor:
+    """L_local on region embeddings pred, target: (B, N, D); region m matches region m by query index.
+
+    The decorrelation term (official code) adds weight · mean_{b,m} (1/N) Σ_{n≠m} cos(p_m, z_n)².
+    """
+    loss = regression(pred, target).mean()
+    if decorrelation_weight > 0:
+        p = F.normalize(pred.float(), dim=-1)
+        z = F.normalize(target.detach().float(), dim=-1)
+        cos2 = torch.einsum("bmd,bnd->bmn", p, z).pow(2)  # (B, N, N)
+        n = cos2.shape[1]
+        off_diagonal = cos2.sum(dim=2) - torch.diagonal(cos2, dim1=1, dim2=2)  # (B, N)
+        loss = loss + decorrelation_weight * (off_diagonal / n).mean()
+    return loss
+
+
+@torch.no_grad()
+def sinkhorn(probs: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+    """Balance assignments over the global batch: (P, N) probabilities → (P, N), each row summing to 1.
+
+    Sinkhorn-Knopp alternates normalising regions (each gets mass 1/N over every process's pixels) and pixels
+    (each gets mass 1/P); the result is rescaled so each pixel's assignment is a distribution.
+    """
+    q = probs.float().t()  # (N, P_local)
+    n_regions = q.shape[0]
+    n_pixels = global_count(q.shape[1], q.device)
+    q = q / all_reduce_sum(q.sum())
+    for _ in range(iterations):
+        q = q / all_reduce_sum(q.sum(dim=1, keepdim=True)) / n_regions
+        q = q / q.sum(dim=0, keepdim=True) / n_pixels
+    return (q * n_pixels).t()
+
+
+def _flatten_pixels(scores: torch.Tensor) -> torch.Tensor:
+    """(B, N, h, w) → (B·h·w, N)."""
+    return scores.float().permute(0, 2, 3, 1).reshape(-1, scores.shape[1])
+
+
+def relation_loss(
+    online_scores: torch.Tensor,
+    target_scores: torch.Tensor,
+    student_temperature: float = 0.1,
+    teacher_temperature: float = 0.04,
+    sinkhorn_iterations: int = 3,
+    mean_entropy_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """R(v) for one view: online assignments learn the balanced momentum assignments of the same view.
+
+    R = mean_pixels CE(ŝ, s) + w·[log N − H(mean_pixels s)], s = softmax(S^θ/τ_s), ŝ = Sinkhorn(softmax(S^ξ/τ_t)).
+    Scores: (B, N, h, w). Returns R and its two parts.
+    """
+    logits = _flatten_pixels(online_scores) / student_temperature  # (P, N)
+    log_s = torch.log_softmax(logits, dim=1)
+    with torch.no_grad():
+        teacher = sinkhorn(torch.softmax(_flatten_pixels(target_scores) / teacher_temperature, dim=1), sinkhorn_iterations)
+    cross_entropy = -(teacher * log_s).sum(dim=1).mean()
+    n = logits.shape[1]
+    total_pixels = global_count(logits.shape[0], logits.device)
+    mean_s = all_reduce_sum(log_s.exp().sum(dim=0)) / total_pixels  # (N,) over the global batch
+    entropy = -(mean_s * torch.log(mean_s.clamp_min(1e-12))).sum()
+    mean_entropy = math.log(n) - entropy
+    return cross_entropy + mean_entropy_weight * mean_entropy, {"rel_ce": cross_entropy, "rel_me": mean_entropy}
+
+
+def diversity(heatmaps: torch.Tensor) -> torch.Tensor:
+    """δ = mean_b H(M̄_b), the entropy of each image's average attention over regions; heatmaps: (B, N, h, w)."""
+    m_bar = heatmaps.float().mean(dim=(2, 3))  # (B, N)
+    return -(m_bar * torch.log(m_bar.clamp_min(1e-12))).sum(dim=1).mean()
+
+
+def fra_loss(out: dict[str, list], cfg) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total FRA objective from `FRA.forward` outputs and a LossConfig; BYOL when lambda_c=1, lambda_r=0.
+
+    L = Σ_{(v,w) ∈ {(1,2),(2,1)}} [λ_c·L_inst + (1−λ_c)·L_local] + λ_r·L_r ∓ λ_div·δ.
+    Returns the loss and its parts (detached) for logging.
+    """
+    pairs = ((0, 1), (1, 0))
+    inst = sum(instance_loss(out["pred_global"][v], out["target_global"][w]) for v, w in pairs)
+    parts = {"inst": inst}
+    consistency = cfg.lambda_c * inst
+    if cfg.lambda_c < 1.0:
+        dec = cfg.decorrelation_weight if cfg.decorrelation else 0.0
+        local = sum(local_loss(out["pred_regions"][v], out["target_regions"][w], dec) for v, w in pairs)
+        consistency = consistency + (1.0 - cfg.lambda_c) * local
+        parts["local"] = local
+    total = consistency
+    if cfg.lambda_r > 0:
+        per_view = [
+            relation_loss(
+                out["online_scores"][v], out["target_scores"][v], cfg.student_temperature,
+                cfg.teacher_temperature, cfg.sinkhorn_iterations, cfg.mean_entropy_weight,
+            )
+            for v in (0, 1)
+        ]
+        scale = 0.5 if cfg.relation_views == "mean" else 1.0
+        relation = scale * (per_view[0][0] + per_view[1][0])
+        total = total + cfg.lambda_r * relation
+        parts["relation"] = relation
+        parts["rel_ce"] = scale * (per_view[0][1]["rel_ce"] + per_view[1][1]["rel_ce"])
+        parts["rel_me"] = scale * (per_view[0][1]["rel_me"] + per_view[1][1]["rel_me"])
+    if cfg.diversity_weight > 0:
+        delta = 0.5 * (diversity(out["online_heatmaps"][0]) + diversity(out["online_heatmaps"][1]))
+        sign = -1.0 if cfg.diversity_mode == "subtract" else 1.0
+        total = total + sign * cfg.diversity_weight * delta
+        parts["diversity"] = delta
+    parts = {k: v.detach() for k, v in parts.items()}
+    parts["loss"] = total.detach()
+    return total, parts

@@ -1,0 +1,25 @@
+"""Shared tiny settings: every test runs on CPU in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from frafer.config import ModelConfig
+
+torch.set_num_threads(2)
+
+
+def tiny_model_config(**changes) -> ModelConfig:
+    """A ResNet-18-layout trunk 1/8 as wide, 16-dim embeddings: the FRA wiring at toy cost."""
+    base = dict(
+        arch="resnet18", width=8, remove_maxpool=True, proj_hidden_dim=32, proj_dim=16, query_dim=16,
+        decoder_heads=4, decoder_ffn_dim=16, decoder_dropout=0.0, num_queries=4,
+    )
+    base.update(changes)
+    return ModelConfig(**base)
+
+
+@pytest.fixture
+def tiny_cfg() -> ModelConfig:
+    return tiny_model_config()
