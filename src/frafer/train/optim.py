@@ -1,0 +1,87 @@
+"""LARS, its parameter groups, and the per-step schedules (learning rate, momentum-network coefficient)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017).
+
+    For a parameter w with gradient g in an adapted group:
+        g ← (g + wd·w) · η‖w‖ / (‖g‖ + wd‖w‖)       (trust ratio; 1 when ‖w‖ or ‖g‖ is 0)
+    Groups with `lars=False` (biases, normalisation parameters) get neither weight decay nor the trust ratio.
+    Then v ← μ·v + g;  w ← w − lr·v.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 1e-3):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=True))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["lars"]:
+                    wd = group["weight_decay"]
+                    w_norm = torch.linalg.vector_norm(p)
+                    g_norm = torch.linalg.vector_norm(g)
+                    trust = group["eta"] * w_norm / (g_norm + wd * w_norm)
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
+                    g = (g + wd * p) * trust
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(g).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(g)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(adapted, excluded): excluded = every bias and every parameter of a normalisation module, by module type."""
+    adapted, excluded, seen = [], [], set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (excluded if isinstance(module, NORM_TYPES) or name == "bias" else adapted).append(p)
+    return adapted, excluded
+
+
+def build_lars(model: nn.Module, lr: float, weight_decay: float, momentum: float, eta: float) -> LARS:
+    adapted, excluded = split_decay_groups(model)
+    groups = [{"params": adapted}, {"params": excluded, "lars": False, "weight_decay": 0.0}]
+    return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+    """Linear warm-up from 0 to base_lr over warmup_steps, then cosine from base_lr to min_lr at total_steps."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def momentum_at(step: int, total_steps: int, base: float = 0.996, final: float = 1.0) -> float:
+    """m_k = final − (final − base)·(cos(π·k/K) + 1)/2: base at k = 0, final at k = K."""
+    progress = min(1.0, step / max(1, total_steps))
+    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,75 @@
+"""Config schema: defaults from METHOD.md, overrides, and the named errors a user gets."""
+
+import pytest
+
+from frafer.cli import main
+from frafer.config import PretrainConfig, describe, load_config, parse_override
+from frafer.errors import FraferError
+
+
+def test_method_defaults():
+    c = PretrainConfig()
+    assert (c.model.num_queries, c.model.query_dim, c.model.decoder_heads, c.model.decoder_ffn_dim) == (8, 256, 8, 256)
+    assert c.model.decoder_dropout == 0.1 and c.model.heatmap_temperature == 1.0 and c.model.shared_masks
+    assert (c.model.proj_hidden_dim, c.model.proj_dim) == (4096, 256)
+    assert (c.loss.lambda_c, c.loss.lambda_r, c.loss.decorrelation_weight) == (0.5, 0.1, 0.02)
+    assert (c.loss.student_temperature, c.loss.teacher_temperature, c.loss.sinkhorn_iterations) == (0.1, 0.04, 3)
+    assert c.loss.diversity_weight == 0.0 and c.loss.relation_views == "mean"
+    assert (c.optim.base_lr, c.optim.reference_batch, c.optim.weight_decay) == (0.9, 512, 1e-6)
+    assert (c.optim.lars_momentum, c.optim.lars_eta, c.optim.warmup_epochs) == (0.9, 1e-3, 10)
+    assert (c.optim.ema_base, c.optim.ema_final, c.train.epochs) == (0.996, 1.0, 50)
+    assert c.aug.jitter == (0.4, 0.4, 0.2, 0.1) and c.aug.blur_p == (1.0, 0.1) and c.aug.solarize_p == (0.0, 0.2)
+    assert c.aug.mean == (0.5231, 0.4044, 0.3489) and c.aug.std == (0.2536, 0.2194, 0.2070)
+    assert c.monitor.knn_k == 20
+
+
+def test_every_key_is_documented():
+    assert all(help_text for _, _, help_text in describe())
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("model: {arch: resnet18}\ndata: {source: synthetic}\n")
+    cfg = load_config(path, ["optim.base_lr=0.3", "aug.crop_scale=[0.5, 1]", "train.precision=fp32"])
+    assert cfg.model.arch == "resnet18" and cfg.optim.base_lr == 0.3 and cfg.aug.crop_scale == (0.5, 1.0)
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert load_config(None, ["data.source=synthetic", "optim.weight_decay=1e-5"]).optim.weight_decay == 1e-5
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("optim.lrr=0.1", ["unknown config key 'optim.lrr'", "base_lr"]),
+        ("bogus.x=1", ["unknown config key 'bogus'"]),
+        ("train.epochs=ten", ["'train.epochs'", "expected int"]),
+        ("train.epochs=0", ["'train.epochs'", "range"]),
+        ("model.arch=vgg", ["'model.arch'", "'resnet50'"]),
+        ("aug.flip_p=1.5", ["'aug.flip_p'", "range"]),
+        ("model.heatmap_temperature=0", ["'model.heatmap_temperature'", "range"]),
+        ("aug.jitter=[0.4]", ["'aug.jitter'", "expected 4 values"]),
+        ("train.sync_bn=maybe", ["'train.sync_bn'", "expected bool"]),
+        ("novalue", ["expected key=value"]),
+    ],
+)
+def test_bad_values_name_the_key(override, words):
+    with pytest.raises(FraferError) as err:
+        load_config(None, ["data.source=synthetic", override])
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_folder_source_needs_a_root():
+    with pytest.raises(FraferError, match="data.root"):
+        load_config(None, [])
+
+
+def test_cli_prints_one_line_and_exits_2(capsys):
+    code = main(["config", "data.source=synthetic", "optim.lrr=1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "optim.lrr" in err
+
+
+def test_cli_missing_config_file(capsys, tmp_path):
+    assert main(["pretrain", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml does not exist" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""Schedules and LARS: the per-step momentum and learning rate, which parameters LARS adapts, one step by hand."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from frafer.models.fra import FRA
+from frafer.train.optim import LARS, lr_at, momentum_at, split_decay_groups
+
+
+def test_momentum_schedule():
+    assert momentum_at(0, 100) == pytest.approx(0.996)
+    assert momentum_at(50, 100) == pytest.approx(0.998)
+    assert momentum_at(100, 100) == pytest.approx(1.0)
+    values = [momentum_at(k, 100) for k in range(101)]
+    assert all(a <= b for a, b in zip(values, values[1:]))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(55, 100, 10, 1.0) == pytest.approx(0.5)
+    assert lr_at(100, 100, 10, 1.0, min_lr=0.01) == pytest.approx(0.01)
+
+
+def test_lars_groups_exclude_biases_and_norms_by_module_type(tiny_cfg):
+    model = FRA(tiny_cfg)
+    adapted, excluded = split_decay_groups(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    ex = {names[id(p)] for p in excluded}
+    ad = {names[id(p)] for p in adapted}
+    assert "online.trunk.bn1.weight" in ex and "online.trunk.layer1.0.bn2.bias" in ex
+    assert "online.trunk.layer2.0.downsample.1.weight" in ex  # a BatchNorm that no 'bn' substring would catch
+    assert "online.global_projector.net.1.weight" in ex  # BatchNorm1d inside an MLP
+    assert "online.decoder.decoder.layers.0.norm1.weight" in ex  # LayerNorm of the decoder
+    assert "online.decoder.input_proj.bias" in ex and "global_predictor.net.3.bias" in ex
+    assert "online.trunk.conv1.weight" in ad and "online.decoder.queries" in ad
+    assert "global_predictor.net.0.weight" in ad
+    assert not any(n.startswith("momentum.") for n in ex | ad)  # the momentum network is never optimised
+
+
+def test_lars_step_by_hand():
+    w = nn.Parameter(torch.tensor([3.0, 4.0]))  # ‖w‖ = 5
+    b = nn.Parameter(torch.tensor([1.0]))
+    opt = LARS([{"params": [w]}, {"params": [b], "lars": False, "weight_decay": 0.0}],
+               lr=0.1, weight_decay=0.01, momentum=0.9, eta=0.001)
+    w.grad = torch.tensor([0.0, 2.0])  # ‖g‖ = 2
+    b.grad = torch.tensor([0.5])
+    opt.step()
+    trust = 0.001 * 5 / (2 + 0.01 * 5)
+    update = (torch.tensor([0.0, 2.0]) + 0.01 * torch.tensor([3.0, 4.0])) * trust
+    assert torch.allclose(w.detach(), torch.tensor([3.0, 4.0]) - 0.1 * update)
+    assert b.item() == pytest.approx(1.0 - 0.1 * 0.5)  # plain SGD: no decay, no trust ratio
+    w.grad = torch.tensor([0.0, 2.0])
+    b.grad = torch.tensor([0.5])
+    opt.step()
+    assert b.item() == pytest.approx(1.0 - 0.1 * 0.5 - 0.1 * (0.9 * 0.5 + 0.5))  # momentum buffer
+
+
+def test_trust_ratio_is_one_for_zero_weights():
+    w = nn.Parameter(torch.zeros(3))
+    opt = LARS([w], lr=1.0, weight_decay=0.0, momentum=0.0)
+    w.grad = torch.ones(3)
+    opt.step()
+    assert torch.allclose(w.detach(), -torch.ones(3))
+    assert math.isfinite(w.sum().item())
