@@ -1,0 +1,104 @@
+"""Checkpoints: weights as safetensors, resumable state beside them, every file written atomically.
+
+A run folder holds `checkpoints/step_XXXXXXXX/{weights.safetensors, state.pt, meta.json}` and a `latest` pointer.
+A checkpoint directory is assembled under a temporary name and renamed into place, and `latest` is replaced
+atomically after it, so an interrupted save never leaves a half checkpoint behind the pointer.
+Nothing is ever unpickled: weights load through safetensors, state through `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from frafer.errors import FraferError
+
+WEIGHTS = "weights.safetensors"
+STATE = "state.pt"
+META = "meta.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """State dict → safetensors file, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FraferError(f"weights file {path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise FraferError(f"weights file {path} is not a readable safetensors file ({err})") from None
+
+
+def load_state(path: str | Path) -> dict:
+    """Resumable state; refuses anything that is not plain tensors / numbers / strings (no code is run)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FraferError(f"checkpoint state {path} does not exist") from None
+    except Exception as err:  # unpickling errors come in many types; all mean the same to a user
+        raise FraferError(f"checkpoint state {path} cannot be loaded safely: {str(err).splitlines()[0]}") from None
+
+
+def save_checkpoint(
+    checkpoint_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict, meta: dict, keep: int = 2
+) -> Path:
+    """Write checkpoint `step`, point `latest` at it, and keep only the newest `keep` checkpoints."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    final = checkpoint_dir / name
+    tmp = checkpoint_dir / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
+    torch.save(state, tmp / STATE)
+    (tmp / META).write_text(json.dumps(meta, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(checkpoint_dir / "latest", name + "\n")
+    for old in sorted(p for p in checkpoint_dir.glob("step_*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint `latest` points to, or None when the run has none yet."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    if not (path / WEIGHTS).is_file():
+        raise FraferError(f"{pointer} points to {path.name}, which has no {WEIGHTS}")
+    return path
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """A run folder, a checkpoint folder or a .safetensors file → the weights file it means."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / WEIGHTS).is_file():
+        return path / WEIGHTS
+    if path.is_dir():
+        ckpt = latest_checkpoint(path)
+        if ckpt is not None:
+            return ckpt / WEIGHTS
+    raise FraferError(f"{path} is not a run folder, a checkpoint folder or a weights file")

@@ -1,0 +1,340 @@
+"""FRA / BYOL pre-training: one loop with its schedules, momentum update, checkpoints and monitor all visible.
+
+`pretrain(cfg)` is the one public entry; the CLI and the tests call it. Read top to bottom:
+data → model → optimiser → (resume) → epochs of steps → checkpoint → result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import frafer
+from frafer.config import PretrainConfig, dump_yaml, to_dict
+from frafer.data.formats.folders import list_images
+from frafer.data.formats.vggface2 import list_vggface2
+from frafer.data.sampling import EpochBatchSampler
+from frafer.data.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
+from frafer.data.synthetic import SyntheticFaces
+from frafer.data.transforms import TwoViewTransform
+from frafer.errors import FraferError
+from frafer.eval.knn import KNNMonitor
+from frafer.losses.ssl import fra_loss
+from frafer.models.fra import FRA
+from frafer.models.norm import convert_to_global_bn
+from frafer.train import distributed
+from frafer.train.checkpoint import WEIGHTS, atomic_write_text, latest_checkpoint, load_state, load_weights, save_checkpoint
+from frafer.train.metrics import MetricsLogger
+from frafer.train.optim import build_lars, lr_at, momentum_at, set_lr
+
+
+class NonFiniteLoss(FraferError):
+    """The loss became NaN or infinite; the run stops and its last good checkpoint is kept."""
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    step: int
+    last_loss: float
+    knn: list[dict] = field(default_factory=list)  # every kNN evaluation: {"step", "epoch", "knn_top1", ...}
+    stopped: str = "completed"  # completed | max_steps | interrupted
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def build_pretrain_dataset(cfg: PretrainConfig) -> UnlabelledImages:
+    """The unlabelled images of `cfg.data`; a missing or empty root fails here, before any model is built."""
+    a = cfg.aug
+    transform = TwoViewTransform(
+        cfg.data.image_size, crop_scale=a.crop_scale, flip_p=a.flip_p, jitter=a.jitter, jitter_p=a.jitter_p,
+        grey_p=a.grey_p, blur_p=a.blur_p, blur_sigma=a.blur_sigma, solarize_p=a.solarize_p, mean=a.mean, std=a.std,
+    )
+    d = cfg.data
+    if d.source == "synthetic":
+        faces = SyntheticFaces(d.synthetic.num_images, d.image_size, d.synthetic.num_identities, d.synthetic.seed)
+        return UnlabelledImages.from_source(faces, transform)
+    if d.source == "vggface2":
+        index = list_vggface2(d.root, d.bbox_csv or None, d.crop_margin)
+        return UnlabelledImages(index.items, transform)
+    return UnlabelledImages(list_images(d.root), transform)
+
+
+def build_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_two_views,
+        pin_memory=pin,
+        persistent_workers=num_workers > 0,
+        # A private generator: worker seeding must not consume the global RNG that dropout uses (exact resume).
+        generator=torch.Generator(),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- run folder
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _run_info(cfg: PretrainConfig, world_size: int, device: torch.device) -> dict:
+    import torchvision
+
+    return {
+        "seed": cfg.train.seed,
+        "world_size": world_size,
+        "device": str(device),
+        "git_commit": _git_commit(),
+        "versions": {
+            "frafer": frafer.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(),
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def default_run_dir(cfg: PretrainConfig, config_name: str = "pretrain") -> Path:
+    name = cfg.train.name or f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.train.out_dir) / name
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def effective_lr(cfg: PretrainConfig) -> float:
+    o = cfg.optim
+    return o.base_lr * cfg.train.batch_size / o.reference_batch if o.scale_lr else o.base_lr
+
+
+def pretrain(cfg: PretrainConfig, run_dir: str | Path | None = None, resume: bool = False) -> PretrainResult:
+    """Pre-train FRA (or BYOL) as `cfg` says, in `run_dir`; with resume=True continue its latest checkpoint."""
+    t = cfg.train
+    if t.precision == "fp16" and not (t.device.startswith("cuda") or (t.device == "auto" and torch.cuda.is_available())):
+        raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    ctx = distributed.setup(t.device)
+    try:
+        return _pretrain(cfg, Path(run_dir) if run_dir else default_run_dir(cfg), resume, ctx)
+    finally:
+        distributed.teardown()
+
+
+def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed.Context) -> PretrainResult:
+    t, device = cfg.train, ctx.device
+    torch.manual_seed(t.seed)
+    random.seed(t.seed)
+
+    # Data (and the monitor's folders) first: a bad path fails before any model is built.
+    dataset = build_pretrain_dataset(cfg)
+    sampler = EpochBatchSampler(len(dataset), t.batch_size, ctx.rank, ctx.world_size, t.seed)
+    steps_per_epoch = len(dataset) // t.batch_size
+    total_steps = steps_per_epoch * t.epochs
+    last_step = min(total_steps, t.max_steps) if t.max_steps else total_steps
+    warmup_steps = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    monitor = None
+    if cfg.monitor.knn_train_root:
+        m = cfg.monitor
+        monitor = KNNMonitor(
+            m.knn_train_root, m.knn_val_root, m.knn_image_size or cfg.data.image_size, cfg.aug.mean, cfg.aug.std,
+            m.knn_k, m.knn_temperature, num_workers=min(cfg.data.num_workers, 2),
+        )
+
+    model = FRA(cfg.model, local=cfg.uses_local_branch).to(device)
+    if ctx.world_size > 1 and t.sync_bn:
+        model = convert_to_global_bn(model, device)
+    trainable = [model.online, model.global_predictor] + ([model.local_predictor] if model.local else [])
+    optimizer = build_lars(
+        torch.nn.ModuleList(trainable), effective_lr(cfg), cfg.optim.weight_decay, cfg.optim.lars_momentum,
+        cfg.optim.lars_eta,
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+
+    step = 0
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            step = _restore(ckpt, model, optimizer, scaler, device, steps_per_epoch)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        if not (run_dir / "run.json").exists() or not resume:
+            atomic_write_text(run_dir / "run.json", json.dumps(_run_info(cfg, ctx.world_size, device), indent=2))
+    logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
+
+    net = model
+    if ctx.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    loader = build_loader(dataset, sampler, cfg.data.num_workers, pin=device.type == "cuda")
+    skipped = SkipReport()
+    result = PretrainResult(run_dir, step, math.nan)
+
+    def checkpoint(reason: str) -> None:
+        if ctx.is_main:
+            state = {
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                "rng": _rng_state(device),
+            }
+            meta = {"step": step, "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+                    "loss": result.last_loss, "reason": reason}
+            save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
+        distributed.barrier()
+
+    def run_monitor(epoch: int) -> None:
+        if monitor is None:
+            return
+        if ctx.is_main:
+            record = {"step": step, "epoch": epoch, **monitor.evaluate(model.online.trunk, device)}
+            result.knn.append(record)
+            logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="monitor")
+            tqdm.write(f"[monitor] epoch {epoch} step {step}: kNN top-1 {record['knn_top1']:.2f}%")
+        distributed.barrier()
+
+    if step == 0 and cfg.monitor.knn_at_start:
+        run_monitor(0)
+
+    model.train()
+    try:
+        while step < last_step:
+            epoch, start_batch = divmod(step, steps_per_epoch)
+            sampler.set_epoch(epoch, start_batch)
+            bar = tqdm(
+                loader, total=len(sampler), desc=f"epoch {epoch + 1}/{t.epochs}", disable=not ctx.is_main,
+                dynamic_ncols=True, leave=False,
+            )
+            tick, seen = time.perf_counter(), 0
+            for view1, view2, bad in bar:
+                skipped.add(bad)
+                lr = lr_at(step, total_steps, warmup_steps, effective_lr(cfg), cfg.optim.min_lr)
+                set_lr(optimizer, lr)
+                view1 = view1.to(device, non_blocking=True)
+                view2 = view2.to(device, non_blocking=True)
+                with _autocast(t.precision, device):
+                    out = net(view1, view2)
+                loss, parts = fra_loss(out, cfg.loss)
+                _check_finite(step, parts)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.optim.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"]
+                                                   + optimizer.param_groups[1]["params"], cfg.optim.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                ema = momentum_at(step, total_steps, cfg.optim.ema_base, cfg.optim.ema_final)
+                model.update_momentum(ema)
+                step += 1
+                seen += view1.shape[0] * ctx.world_size
+                result.step, result.last_loss = step, float(parts["loss"])
+                if step % t.log_every == 0 or step == last_step:
+                    rate = seen / max(time.perf_counter() - tick, 1e-9)
+                    values = {k: float(v) for k, v in parts.items()} | {"lr": lr, "ema": ema, "img_per_s": rate}
+                    logger.log(step, values, prefix="train")
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"img/s": f"{rate:.0f}"})
+                if step % t.checkpoint_every == 0 and step < last_step:
+                    checkpoint("periodic")
+                if step >= last_step:
+                    break
+            bar.close()
+            _report_skipped(skipped, ctx, logger, step)
+            epoch_done = step % steps_per_epoch == 0
+            if epoch_done:
+                finished = step // steps_per_epoch
+                if finished % cfg.monitor.knn_every_epochs == 0 or finished == t.epochs:
+                    run_monitor(finished)
+                if ctx.is_main:
+                    tqdm.write(f"epoch {finished}/{t.epochs} step {step}: loss {result.last_loss:.4f}")
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+        if ctx.is_main:
+            tqdm.write(f"interrupted at step {step}: saving a checkpoint to resume from")
+        checkpoint("interrupted")
+        logger.close()
+        raise
+    result.stopped = "completed" if step >= total_steps else "max_steps"
+    checkpoint(result.stopped)
+    logger.close()
+    return result
+
+
+def _check_finite(step: int, parts: dict[str, torch.Tensor]) -> None:
+    for name, value in parts.items():
+        if not math.isfinite(float(value)):
+            raise NonFiniteLoss(
+                f"loss part '{name}' is {float(value)} at step {step + 1}; stopping (the last checkpoint is intact). "
+                "Lower optim.base_lr, raise optim.warmup_epochs or use train.precision=fp32."
+            )
+
+
+def _report_skipped(skipped: SkipReport, ctx: distributed.Context, logger, step: int) -> None:
+    """Report the unreadable files every process skipped since the last report (once, from the main process)."""
+    everyone = distributed.gather_objects((skipped.count, skipped.first(5)))
+    if ctx.is_main:
+        total = sum(count for count, _ in everyone)
+        if total:
+            first = [p for _, paths in everyone for p in paths][:5]
+            tqdm.write(f"skipped {total} unreadable file(s) this epoch, e.g. {', '.join(first)}")
+            logger.log(step, {"skipped_files": total}, prefix="data")
+    skipped.reset()
+
+
+def _restore(ckpt: Path, model: FRA, optimizer, scaler, device: torch.device, steps_per_epoch: int) -> int:
+    meta = json.loads((ckpt / "meta.json").read_text())
+    if meta.get("steps_per_epoch") != steps_per_epoch:
+        raise FraferError(
+            f"cannot resume {ckpt}: it was made with {meta.get('steps_per_epoch')} steps per epoch, the data and "
+            f"batch size now give {steps_per_epoch}"
+        )
+    weights = load_weights(ckpt / WEIGHTS)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise FraferError(
+            f"checkpoint {ckpt} does not match the configured model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    state = load_state(ckpt / "state.pt")
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"], device)
+    tqdm.write(f"resuming from {ckpt} at step {state['step']}")
+    return int(state["step"])

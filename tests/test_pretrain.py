@@ -1,0 +1,167 @@
+"""The pre-training loop: exact resume, NaN stop, Ctrl-C checkpoint, corrupt files, early errors, export."""
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from frafer.cli import main
+from frafer.config import load_config
+from frafer.data.synthetic import write_synthetic_dataset
+from frafer.errors import FraferError
+from frafer.train import pretrain as pretrain_module
+from frafer.train.checkpoint import latest_checkpoint, load_weights
+from frafer.train.pretrain import NonFiniteLoss, pretrain
+
+TINY = [
+    "model.arch=resnet18", "model.width=8", "model.remove_maxpool=true", "model.proj_hidden_dim=32",
+    "model.proj_dim=16", "model.query_dim=16", "model.decoder_heads=4", "model.decoder_ffn_dim=16",
+    "model.num_queries=4", "data.image_size=32", "data.num_workers=0", "train.batch_size=8",
+    "train.precision=fp32", "train.tensorboard=false", "train.log_every=1", "optim.warmup_epochs=1",
+    "monitor.knn_at_start=false",
+]
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("faces"), num_images=24, size=32, num_identities=6)
+
+
+def tiny(faces, *more):
+    return load_config(None, [*TINY, "data.source=folder", f"data.root={faces}", *more])
+
+
+def test_resume_continues_exactly(faces, tmp_path):
+    # 24 images / batch 8 = 3 steps per epoch; 5 steps cross an epoch boundary, the stop falls mid-epoch.
+    straight = pretrain(tiny(faces, "train.epochs=3", "train.max_steps=5"), tmp_path / "straight")
+    first = pretrain(tiny(faces, "train.epochs=3", "train.max_steps=2"), tmp_path / "resumed")
+    assert first.step == 2 and first.stopped == "max_steps"
+    resumed = pretrain(tiny(faces, "train.epochs=3", "train.max_steps=5"), tmp_path / "resumed", resume=True)
+    assert resumed.step == 5
+    a = load_weights(latest_checkpoint(tmp_path / "straight") / "weights.safetensors")
+    b = load_weights(latest_checkpoint(tmp_path / "resumed") / "weights.safetensors")
+    assert set(a) == set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert straight.last_loss == resumed.last_loss
+
+
+def test_run_folder_records_config_seed_versions(faces, tmp_path):
+    pretrain(tiny(faces, "train.epochs=1", "train.seed=7"), tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["seed"] == 7 and info["versions"]["torch"] == torch.__version__ and "git_commit" in info
+    assert load_config(tmp_path / "run" / "config.yaml").train.seed == 7
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [x for x in lines if x["kind"] == "train"]
+    assert [x["step"] for x in train] == [1, 2, 3] and all("relation" in x and "img_per_s" in x for x in train)
+
+
+def _fail_at(monkeypatch, call: int, action):
+    real, calls = pretrain_module.fra_loss, {"n": 0}
+
+    def patched(out, cfg):
+        calls["n"] += 1
+        loss, parts = real(out, cfg)
+        if calls["n"] == call:
+            return action(loss, parts)
+        return loss, parts
+
+    monkeypatch.setattr(pretrain_module, "fra_loss", patched)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(faces, tmp_path, monkeypatch):
+    def poison(loss, parts):
+        parts["local"] = torch.tensor(float("nan"))
+        return loss * float("nan"), parts
+
+    _fail_at(monkeypatch, 3, poison)
+    with pytest.raises(NonFiniteLoss, match=r"'local' is nan at step 3"):
+        pretrain(tiny(faces, "train.epochs=2", "train.checkpoint_every=2"), tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt.name == "step_00000002"
+    weights = load_weights(ckpt / "weights.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_ctrl_c_saves_a_checkpoint_to_resume_from(faces, tmp_path, monkeypatch):
+    def interrupt(loss, parts):
+        raise KeyboardInterrupt
+
+    _fail_at(monkeypatch, 3, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert json.loads((ckpt / "meta.json").read_text())["reason"] == "interrupted" and ckpt.name == "step_00000002"
+    monkeypatch.undo()
+    assert pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run", resume=True).step == 6
+
+
+def test_corrupt_files_are_skipped_and_counted(faces, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(faces, root)
+    (root / "happy" / "empty.png").write_bytes(b"")
+    (root / "sad" / "text.jpg").write_text("not an image")
+    good = next((root / "anger").glob("*.png"))
+    (root / "anger" / "truncated.png").write_bytes(good.read_bytes()[:60])
+    cfg = load_config(None, [*TINY, "data.source=folder", f"data.root={root}", "train.epochs=1", "train.batch_size=9"])
+    result = pretrain(cfg, tmp_path / "run")
+    assert result.step == 3  # 27 files / 9: every batch full although 3 files are broken
+    out = capsys.readouterr()
+    assert "skipped 3 unreadable file(s)" in out.out + out.err
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["skipped_files"] for x in lines if x["kind"] == "data"] == [3]
+
+
+def test_missing_or_empty_root_fails_before_any_model(tmp_path, monkeypatch):
+    def no_model(*a, **k):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(pretrain_module, "FRA", no_model)
+    with pytest.raises(FraferError, match="does not exist"):
+        pretrain(load_config(None, [*TINY, "data.source=folder", f"data.root={tmp_path / 'nope'}"]), tmp_path / "r")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FraferError, match="empty"):
+        pretrain(load_config(None, [*TINY, "data.source=folder", f"data.root={tmp_path / 'empty'}"]), tmp_path / "r")
+
+
+def test_byol_config_trains_without_local_branch(faces, tmp_path):
+    result = pretrain(tiny(faces, "train.epochs=1", "loss.lambda_c=1", "loss.lambda_r=0"), tmp_path / "byol")
+    weights = load_weights(latest_checkpoint(tmp_path / "byol") / "weights.safetensors")
+    assert result.step == 3 and not any("decoder" in k or "local" in k for k in weights)
+
+
+def test_export_backbone_loads_into_torchvision(faces, tmp_path, capsys):
+    overrides = [o for o in TINY if not o.startswith("model.width")] + [
+        "data.source=folder", f"data.root={faces}", "train.epochs=1", "train.max_steps=1",
+    ]
+    assert main(["pretrain", "--run-dir", str(tmp_path / "run"), *overrides]) == 0
+    assert main(["export-backbone", str(tmp_path / "run")]) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    net = torchvision.models.resnet18()
+    missing, unexpected = net.load_state_dict(load_weights(path), strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and unexpected == []
+    trained = load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors")
+    assert torch.equal(net.conv1.weight, trained["online.trunk.conv1.weight"])
+
+
+def test_resume_refuses_a_tampered_checkpoint(faces, tmp_path):
+    pretrain(tiny(faces, "train.epochs=1"), tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    (ckpt / "weights.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(FraferError, match="not a readable safetensors"):
+        pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run", resume=True)
+    import pickle
+
+    (ckpt / "weights.safetensors").unlink()
+    pretrain(tiny(faces, "train.epochs=1"), tmp_path / "run2")
+    ckpt2 = latest_checkpoint(tmp_path / "run2")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    (ckpt2 / "state.pt").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(FraferError, match="cannot be loaded safely"):
+        pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run2", resume=True)
