@@ -1,0 +1,133 @@
+"""One FRA training step against one supervised step of the same trunk, batch and resolution, in one run.
+
+The ideal ratio is about 2.7: FRA runs two views forward and backward through the online network and two forward
+through the momentum network, against one view forward and backward for supervised training. Steps are timed in
+alternation (FRA, BYOL, supervised, FRA, …) so machine noise hits all of them alike; medians are reported.
+
+    python benchmarks/pretrain_step.py                       # ResNet-18, 112 px, batch 32, CPU
+    python benchmarks/pretrain_step.py --arch resnet50 --size 224 --batch 64 --device cuda --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from frafer.config import LossConfig, ModelConfig
+from frafer.losses.ssl import fra_loss
+from frafer.models.backbones import build_trunk
+from frafer.models.fra import FRA
+from frafer.train.optim import build_lars, momentum_at
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(precision, device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def supervised_step_fn(args, device):
+    trunk = build_trunk(args.arch).to(device)
+    head = torch.nn.Linear(trunk.out_channels, 7).to(device)
+    opt = torch.optim.SGD(list(trunk.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    y = torch.randint(0, 7, (args.batch,), device=device)
+
+    def step():
+        with _autocast(args.precision, device):
+            logits = head(trunk(x).mean(dim=(2, 3)))
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def ssl_step_fn(args, device, byol: bool):
+    model = FRA(ModelConfig(arch=args.arch), local=not byol).to(device)
+    loss_cfg = LossConfig(lambda_c=1.0, lambda_r=0.0) if byol else LossConfig()
+    trainable = torch.nn.ModuleList([model.online, model.global_predictor] + ([] if byol else [model.local_predictor]))
+    opt = build_lars(trainable, 0.1, 1e-6, 0.9, 1e-3)
+    v1 = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    v2 = torch.randn(args.batch, 3, args.size, args.size, device=device)
+
+    def step():
+        with _autocast(args.precision, device):
+            out = model(v1, v2)
+        loss, _ = fra_loss(out, loss_cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        model.update_momentum(momentum_at(1, 100))
+
+    return step
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark (Linux: KiB)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    steps, memory = {}, {}
+    for name, build in (
+        ("supervised", lambda: supervised_step_fn(args, device)),
+        ("byol", lambda: ssl_step_fn(args, device, byol=True)),
+        ("fra", lambda: ssl_step_fn(args, device, byol=False)),
+    ):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        steps[name] = build()
+        for _ in range(args.warmup):
+            steps[name]()
+        _sync(device)
+        memory[name] = peak_memory_mb(device)
+
+    times = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"{args.arch}, {args.size} px, batch {args.batch}, {args.precision}, {device}, "
+          f"{torch.get_num_threads()} threads, median of {args.rounds} alternating rounds")
+    mem_note = "peak allocated" if device.type == "cuda" else "process peak RSS after building + warm-up"
+    for name in steps:
+        print(f"  {name:<11} {med[name] * 1000:8.1f} ms/step  {args.batch / med[name]:7.1f} img/s  "
+              f"{memory[name]:8.0f} MB ({mem_note})")
+    print(f"  ratio FRA / supervised  = {med['fra'] / med['supervised']:.2f}  (ideal ≈ 2.7, target ≤ 3.2)")
+    print(f"  ratio BYOL / supervised = {med['byol'] / med['supervised']:.2f}")
+    print(f"  ratio FRA / BYOL        = {med['fra'] / med['byol']:.2f}  (cost of the local branch)")
+
+
+if __name__ == "__main__":
+    main()
