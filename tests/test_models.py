@@ -21,7 +21,8 @@ def test_trunk_keys_match_torchvision(arch):
 def test_slim_resnet50_blocks_and_output():
     trunk = build_trunk("resnet50_slim")
     assert [len(getattr(trunk, f"layer{i}")) for i in range(1, 5)] == [3, 4, 4, 2]
-    assert [len(getattr(build_trunk("resnet50", blocks=[1, 1, 2, 1]), f"layer{i}")) for i in range(1, 5)] == [1, 1, 2, 1]
+    custom = build_trunk("resnet50", blocks=[1, 1, 2, 1])
+    assert [len(getattr(custom, f"layer{i}")) for i in range(1, 5)] == [1, 1, 2, 1]
     out = trunk(torch.randn(1, 3, 64, 64))
     assert out.shape == (1, 2048, 2, 2)
 
@@ -84,7 +85,7 @@ def test_momentum_update(tiny_cfg):
             p.add_(1.0)
     before = [p.clone() for p in model.momentum.parameters()]
     model.update_momentum(0.9)
-    for b, p, o in zip(before, model.momentum.parameters(), model.online.parameters()):
+    for b, p, o in zip(before, model.momentum.parameters(), model.online.parameters(), strict=True):
         assert torch.allclose(p, 0.9 * b + 0.1 * o)
 
 

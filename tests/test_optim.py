@@ -15,7 +15,7 @@ def test_momentum_schedule():
     assert momentum_at(50, 100) == pytest.approx(0.998)
     assert momentum_at(100, 100) == pytest.approx(1.0)
     values = [momentum_at(k, 100) for k in range(101)]
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_lr_schedule_warmup_then_cosine():

@@ -50,7 +50,9 @@ class DataConfig:
 class AugConfig:
     crop_scale: tuple[float, float] = _f((0.2, 1.0), "RandomResizedCrop area range")
     flip_p: float = _f(0.5, "horizontal flip probability", lo=0, hi=1)
-    jitter: tuple[float, float, float, float] = _f((0.4, 0.4, 0.2, 0.1), "colour jitter brightness, contrast, saturation, hue")
+    jitter: tuple[float, float, float, float] = _f(
+        (0.4, 0.4, 0.2, 0.1), "colour jitter brightness, contrast, saturation, hue"
+    )
     jitter_p: float = _f(0.8, "colour jitter probability", lo=0, hi=1)
     grey_p: float = _f(0.2, "greyscale probability", lo=0, hi=1)
     blur_p: tuple[float, float] = _f((1.0, 0.1), "Gaussian blur probability for view 1 / view 2")
@@ -183,7 +185,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise FraferError(f"config key '{key}': expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+            return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
         return origin(_coerce(key, v, args[0]) for v in value)
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unions are not supported in the schema ({key})")

@@ -14,7 +14,9 @@ from frafer.data.transforms import build_eval_transform
 
 
 @torch.no_grad()
-def extract_features(trunk: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+def extract_features(
+    trunk: nn.Module, loader: DataLoader, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """L2-normalised globally pooled trunk features (N, C), labels (N,), and the number of unreadable files."""
     was_training = trunk.training
     trunk.eval()

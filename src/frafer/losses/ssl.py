@@ -78,7 +78,8 @@ def relation_loss(
     logits = _flatten_pixels(online_scores) / student_temperature  # (P, N)
     log_s = torch.log_softmax(logits, dim=1)
     with torch.no_grad():
-        teacher = sinkhorn(torch.softmax(_flatten_pixels(target_scores) / teacher_temperature, dim=1), sinkhorn_iterations)
+        teacher_probs = torch.softmax(_flatten_pixels(target_scores) / teacher_temperature, dim=1)  # (P, N)
+        teacher = sinkhorn(teacher_probs, sinkhorn_iterations)
     cross_entropy = -(teacher * log_s).sum(dim=1).mean()
     n = logits.shape[1]
     total_pixels = global_count(logits.shape[0], logits.device)

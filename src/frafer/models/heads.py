@@ -76,7 +76,9 @@ class QueryDecoder(nn.Module):
         )
         self.decoder = nn.TransformerDecoder(layer, num_layers=layers)
         self.mask_mlp = nn.Sequential(
-            nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, out_dim)
+            nn.Linear(dim, dim), nn.ReLU(inplace=True),
+            nn.Linear(dim, dim), nn.ReLU(inplace=True),
+            nn.Linear(dim, out_dim),
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,9 @@ def convert_to_global_bn(module: nn.Module, device: torch.device) -> nn.Module:
 
 def _swap_bn(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        new = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             new.weight = module.weight
             new.bias = module.bias

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import frafer
-from frafer.config import PretrainConfig, dump_yaml, to_dict
+from frafer.config import PretrainConfig, dump_yaml
 from frafer.data.formats.folders import list_images
 from frafer.data.formats.vggface2 import list_vggface2
 from frafer.data.sampling import EpochBatchSampler
@@ -35,7 +35,14 @@ from frafer.losses.ssl import fra_loss
 from frafer.models.fra import FRA
 from frafer.models.norm import convert_to_global_bn
 from frafer.train import distributed
-from frafer.train.checkpoint import WEIGHTS, atomic_write_text, latest_checkpoint, load_state, load_weights, save_checkpoint
+from frafer.train.checkpoint import (
+    WEIGHTS,
+    atomic_write_text,
+    latest_checkpoint,
+    load_state,
+    load_weights,
+    save_checkpoint,
+)
 from frafer.train.metrics import MetricsLogger
 from frafer.train.optim import build_lars, lr_at, momentum_at, set_lr
 
@@ -150,11 +157,10 @@ def effective_lr(cfg: PretrainConfig) -> float:
 
 def pretrain(cfg: PretrainConfig, run_dir: str | Path | None = None, resume: bool = False) -> PretrainResult:
     """Pre-train FRA (or BYOL) as `cfg` says, in `run_dir`; with resume=True continue its latest checkpoint."""
-    t = cfg.train
-    if t.precision == "fp16" and not (t.device.startswith("cuda") or (t.device == "auto" and torch.cuda.is_available())):
-        raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
-    ctx = distributed.setup(t.device)
+    ctx = distributed.setup(cfg.train.device)
     try:
+        if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
+            raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
         return _pretrain(cfg, Path(run_dir) if run_dir else default_run_dir(cfg), resume, ctx)
     finally:
         distributed.teardown()
@@ -330,7 +336,8 @@ def _restore(ckpt: Path, model: FRA, optimizer, scaler, device: torch.device, st
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise FraferError(
-            f"checkpoint {ckpt} does not match the configured model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"checkpoint {ckpt} does not match the configured model "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     state = load_state(ckpt / "state.pt")
     optimizer.load_state_dict(state["optimizer"])
