@@ -29,23 +29,28 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["lars"]:
-                    wd = group["weight_decay"]
-                    w_norm = torch.linalg.vector_norm(p)
-                    g_norm = torch.linalg.vector_norm(g)
-                    trust = group["eta"] * w_norm / (g_norm + wd * w_norm)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
-                    g = (g + wd * p) * trust
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["lars"]:
+                # One fused pass per operation over the whole group (many small kernels on a GPU otherwise).
+                wd = group["weight_decay"]
+                w_norm = torch.stack(torch._foreach_norm(params))
+                g_norm = torch.stack(torch._foreach_norm(grads))
+                trust = group["eta"] * w_norm / (g_norm + wd * w_norm)
+                trust = torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
+                grads = torch._foreach_add(grads, params, alpha=wd) if wd else [g.clone() for g in grads]
+                torch._foreach_mul_(grads, list(trust.unbind()))
+            bufs = []
+            for p, g in zip(params, grads, strict=True):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.clone(g).detach()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(g)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                bufs.append(state["momentum_buffer"])
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(bufs, grads)
+            torch._foreach_add_(params, bufs, alpha=-group["lr"])
         return loss
 
 
