@@ -146,6 +146,7 @@ def test_export_backbone_loads_into_torchvision(faces, tmp_path, capsys):
     assert torch.equal(net.conv1.weight, trained["online.trunk.conv1.weight"])
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_resume_refuses_a_tampered_checkpoint(faces, tmp_path):
     pretrain(tiny(faces, "train.epochs=1"), tmp_path / "run")
     ckpt = latest_checkpoint(tmp_path / "run")

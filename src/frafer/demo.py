@@ -67,7 +67,8 @@ def run_demo(config_path: str, out: str, overrides: list[str] = ()) -> dict:
     print()
     print(f"kNN top-1 on held-out synthetic identities ({len(BASIC_EXPRESSIONS)} expressions, "
           f"chance {summary['chance']:.1f}%, k={cfg.monitor.knn_k}):")
-    print(f"  random-init network            {start:6.2f}%")
-    print(f"  FRA, {cfg.train.epochs} epochs ({minutes:.1f} min)     {end:6.2f}%")
+    trained = f"FRA, {cfg.train.epochs} epochs ({minutes:.1f} min)"
+    print(f"  {'random-init network':<32}{start:6.2f}%")
+    print(f"  {trained:<32}{end:6.2f}%")
     print(f"run folder: {run_dir}")
     return summary

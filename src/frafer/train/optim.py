@@ -42,12 +42,7 @@ class LARS(torch.optim.Optimizer):
                 trust = torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
                 grads = torch._foreach_add(grads, params, alpha=wd) if wd else [g.clone() for g in grads]
                 torch._foreach_mul_(grads, list(trust.unbind()))
-            bufs = []
-            for p, g in zip(params, grads, strict=True):
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                bufs.append(state["momentum_buffer"])
+            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
             torch._foreach_mul_(bufs, group["momentum"])
             torch._foreach_add_(bufs, grads)
             torch._foreach_add_(params, bufs, alpha=-group["lr"])
