@@ -166,3 +166,14 @@ def test_resume_refuses_a_tampered_checkpoint(faces, tmp_path):
     (ckpt2 / "state.pt").write_bytes(pickle.dumps(Evil()))
     with pytest.raises(FraferError, match="cannot be loaded safely"):
         pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run2", resume=True)
+
+
+def test_gradient_clipping_limits_the_plain_sgd_updates(faces, tmp_path):
+    # LARS rescales adapted weights by a trust ratio, so clipping shows on the excluded (plain SGD) parameters.
+    def bn_change(run, *more):
+        pretrain(tiny(faces, "train.epochs=1", "train.max_steps=1", "optim.warmup_epochs=0", *more), tmp_path / run)
+        w = load_weights(latest_checkpoint(tmp_path / run) / "weights.safetensors")
+        return (w["online.trunk.bn1.bias"] - w["momentum.trunk.bn1.bias"]).abs().max().item()
+
+    assert bn_change("free") > 1e-4
+    assert bn_change("clipped", "optim.grad_clip=1e-9") < 1e-6
