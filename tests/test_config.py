@@ -73,3 +73,14 @@ def test_cli_prints_one_line_and_exits_2(capsys):
 def test_cli_missing_config_file(capsys, tmp_path):
     assert main(["pretrain", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml does not exist" in capsys.readouterr().err
+
+
+def test_cli_overrides_may_follow_options(tmp_path, capsys):
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {source: synthetic}\n")
+    assert main(["config", "optim.base_lr=0.5", "--config", str(path), "train.epochs=3"]) == 0
+    out = capsys.readouterr().out
+    assert "base_lr: 0.5" in out and "epochs: 3" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["config", "--config", str(path), "--bogus"])
+    assert exit_info.value.code == 2

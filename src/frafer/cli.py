@@ -83,8 +83,20 @@ def _demo(args) -> int:
 COMMANDS = {"pretrain": _pretrain, "config": _config, "export-backbone": _export, "demo": _demo}
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting key=value overrides stand before or after options (argparse alone stops at the first)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return COMMANDS[args.command](args)
     except FraferError as err:
