@@ -83,3 +83,23 @@ def test_two_processes_match_one(tmp_path):
     # The shared masks and batch-norm make the decoder and projector gradients depend on the other half:
     # a wrong all-reduce would show here.
     assert single["online.decoder.queries"].abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_torchrun_pretrain_end_to_end(tmp_path):
+    """`torchrun --nproc_per_node=2 -m frafer pretrain …` on CPU (gloo): one run folder, one checkpoint."""
+    import subprocess
+    import sys
+
+    from tests.test_pretrain import TINY
+
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+        "-m", "frafer", "pretrain", "--run-dir", str(tmp_path / "run"), *TINY, "data.source=synthetic",
+        "data.synthetic.num_images=32", "train.epochs=2",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("completed at step 8") == 1  # 32 images / global batch 8 × 2 epochs; printed once
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert checkpoints == ["step_00000008"]

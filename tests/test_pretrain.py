@@ -177,3 +177,21 @@ def test_gradient_clipping_limits_the_plain_sgd_updates(faces, tmp_path):
 
     assert bn_change("free") > 1e-4
     assert bn_change("clipped", "optim.grad_clip=1e-9") < 1e-6
+
+
+def test_vggface2_layout_with_loose_boxes(tmp_path):
+    from frafer.data.synthetic import SyntheticFaces
+
+    root, faces = tmp_path / "vggface2" / "train", SyntheticFaces(12, size=48, num_identities=3)
+    rows = ["NAME_ID,X,Y,W,H"]
+    for i in range(12):
+        name = f"n{i % 3:06d}/{i:04d}_01"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        faces[i][0].save(root / f"{name}.jpg")
+        if i != 5:  # one image without a box is kept uncropped
+            rows.append(f'"{name}",4,2,40,44')
+    csv_path = tmp_path / "loose_bb_train.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    cfg = load_config(None, [*TINY, "data.source=vggface2", f"data.root={root}", f"data.bbox_csv={csv_path}",
+                             "data.crop_margin=0.1", "train.batch_size=4", "train.epochs=1"])
+    assert pretrain(cfg, tmp_path / "run").step == 3

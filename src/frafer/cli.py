@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def _pretrain(args) -> int:
         cfg = load_config(args.config, args.overrides)
         stem = Path(args.config).stem if args.config else "pretrain"
         result = pretrain(cfg, args.run_dir or default_run_dir(cfg, stem))
-    print(f"{result.stopped} at step {result.step}, loss {result.last_loss:.4f}; run folder: {result.run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{result.stopped} at step {result.step}, loss {result.last_loss:.4f}; run folder: {result.run_dir}")
     return 0
 
 

@@ -63,6 +63,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def mean_over_processes(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The average of each (scalar) value over all processes, for logging the global-batch loss."""
+    if not dist.is_initialized():
+        return values
+    stacked = torch.stack([v.detach().float() for v in values.values()])
+    dist.all_reduce(stacked)
+    return dict(zip(values, (stacked / dist.get_world_size()).unbind(), strict=True))
+
+
 def gather_objects(obj) -> list:
     """Every process's `obj`, in rank order (a one-element list outside distributed runs)."""
     if not dist.is_initialized():

@@ -272,8 +272,10 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                 model.update_momentum(ema)
                 step += 1
                 seen += view1.shape[0] * ctx.world_size
-                result.step, result.last_loss = step, float(parts["loss"])
+                result.step = step
                 if step % t.log_every == 0 or step == last_step:
+                    parts = distributed.mean_over_processes(parts)
+                    result.last_loss = float(parts["loss"])
                     rate = seen / max(time.perf_counter() - tick, 1e-9)
                     values = {k: float(v) for k, v in parts.items()} | {"lr": lr, "ema": ema, "img_per_s": rate}
                     logger.log(step, values, prefix="train")
