@@ -84,3 +84,12 @@ def test_cli_overrides_may_follow_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["config", "--config", str(path), "--bogus"])
     assert exit_info.value.code == 2
+
+
+def test_public_entries():
+    import frafer
+    from frafer.train.pretrain import pretrain
+
+    assert frafer.pretrain is pretrain and frafer.load_config is load_config
+    with pytest.raises(AttributeError):
+        frafer.no_such_entry  # noqa: B018
