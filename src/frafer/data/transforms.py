@@ -80,21 +80,12 @@ class TwoViewTransform:
     def __init__(
         self,
         size: int,
-        crop_scale: tuple[float, float] = (0.2, 1.0),
-        flip_p: float = 0.5,
-        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
-        jitter_p: float = 0.8,
-        grey_p: float = 0.2,
         blur_p: tuple[float, float] = (1.0, 0.1),
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
         solarize_p: tuple[float, float] = (0.0, 0.2),
-        mean: Sequence[float] = VGGFACE2_MEAN,
-        std: Sequence[float] = VGGFACE2_STD,
+        **shared,
     ):
-        shared = dict(
-            size=size, crop_scale=crop_scale, flip_p=flip_p, jitter=jitter, jitter_p=jitter_p,
-            grey_p=grey_p, blur_sigma=blur_sigma, mean=mean, std=std,
-        )  # fmt: skip
+        """`shared`: the other keywords of build_view_transform (crop_scale, jitter, …), the same for both views."""
+        shared["size"] = size
         self.views = tuple(
             build_view_transform(blur_p=blur, solarize_p=solarize, **shared)
             for blur, solarize in zip(blur_p, solarize_p, strict=True)
