@@ -190,8 +190,9 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     if ctx.world_size > 1 and t.sync_bn:
         model = convert_to_global_bn(model, device)
     trainable = [model.online, model.global_predictor] + ([model.local_predictor] if model.local else [])
+    peak_lr = effective_lr(cfg)
     optimizer = build_lars(
-        torch.nn.ModuleList(trainable), effective_lr(cfg), cfg.optim.weight_decay, cfg.optim.lars_momentum,
+        torch.nn.ModuleList(trainable), peak_lr, cfg.optim.weight_decay, cfg.optim.lars_momentum,
         cfg.optim.lars_eta,
     )
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -253,7 +254,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
             tick, seen = time.perf_counter(), 0
             for view1, view2, bad in bar:
                 skipped.add(bad)
-                lr = lr_at(step, total_steps, warmup_steps, effective_lr(cfg), cfg.optim.min_lr)
+                lr = lr_at(step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr)
                 set_lr(optimizer, lr)
                 view1 = view1.to(device, non_blocking=True)
                 view2 = view2.to(device, non_blocking=True)
