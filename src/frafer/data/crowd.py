@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from frafer.data.fer import NO_LABEL, FERSample
 from frafer.data.labels import EXPRESSIONS, FERPLUS_COLUMNS
 
 VOTE_COLUMNS = (*EXPRESSIONS, "unknown", "not_face")
@@ -110,3 +111,46 @@ def majority_label(votes: Sequence[float], num_classes: int = 8) -> int:
     """The majority class id, or -1 when no class has more than half of the (cleaned) votes."""
     target = crowd_target(votes, "majority", num_classes)
     return -1 if target is None else int(np.argmax(target))
+
+
+def crowd_targets(samples: list[FERSample], mode: str, num_classes: int = 8) -> tuple[list[int], np.ndarray]:
+    """The samples kept under `mode` → (their indices, (M, num_classes) targets), in input order.
+
+    A sample with votes gets `crowd_target`; one without votes is one-hot on its label, and is dropped when it has
+    no label (NO_LABEL) or its label is a class not trained (contempt with num_classes=7), as a vote would be.
+    """
+    if mode not in CROWD_MODES:
+        raise ValueError(f"unknown crowd-label mode '{mode}'; choose one of {', '.join(CROWD_MODES)}")
+    if num_classes not in (7, 8):
+        raise ValueError(f"num_classes must be 7 or 8, got {num_classes}")
+    kept, targets = [], []
+    for i, sample in enumerate(samples):
+        if sample.votes is not None:
+            target = crowd_target(sample.votes, mode, num_classes)
+        elif sample.label != NO_LABEL and not 0 <= sample.label < len(EXPRESSIONS):
+            last = len(EXPRESSIONS) - 1
+            raise ValueError(f"sample '{sample.key}' has label {sample.label}; expected {NO_LABEL} or 0..{last}")
+        elif 0 <= sample.label < num_classes:
+            target = np.zeros(num_classes)
+            target[sample.label] = 1.0
+        else:
+            target = None
+        if target is not None:
+            kept.append(i)
+            targets.append(target)
+    return kept, np.stack(targets) if targets else np.zeros((0, num_classes))
+
+
+def draw_label(target: Sequence[float], seed: int, epoch: int, index: int) -> int:
+    """The probability mode's label for one sample in one epoch, drawn from `target` (C,).
+
+    The generator is seeded by (seed, epoch, index) alone, so a resumed run, another worker order or another
+    number of processes draws the same label for the same sample and epoch.
+    """
+    p = np.asarray(target, dtype=np.float64)
+    if p.ndim != 1 or (p < 0).any() or not p.sum() > 0:
+        raise ValueError(f"draw_label needs a 1-D non-negative target with positive sum, got {p}")
+    if min(seed, epoch, index) < 0:
+        raise ValueError(f"draw_label needs non-negative seed, epoch and index, got {seed}, {epoch}, {index}")
+    rng = np.random.default_rng([seed, epoch, index])
+    return int(rng.choice(len(p), p=p / p.sum()))
