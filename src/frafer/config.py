@@ -155,6 +155,123 @@ class PretrainConfig:
         return self.loss.lambda_c < 1.0 or self.loss.lambda_r > 0.0 or self.loss.diversity_weight > 0.0
 
 
+# --------------------------------------------------------------------------- downstream FER (METHOD.md §2, §4)
+
+FER_FORMATS = ("affectnet", "rafdb", "fer2013", "ferplus", "folders", "synthetic")
+
+
+@dataclass
+class FERDataConfig:
+    format: Literal["affectnet", "rafdb", "fer2013", "ferplus", "folders", "synthetic"] = _f(
+        "folders", "native dataset layout of data.root"
+    )
+    root: str = _f("", "dataset root in its native layout")
+    extra_roots: list[str] = _f([], "more roots merged into the same dataset (synthetic: one folder per split)")
+    num_classes: int = _f(7, "7 basic expressions, or 8 with contempt (AffectNet-8, FERPlus)", lo=7, hi=8)
+    fer2013_csv: str = _f("", "ferplus: fer2013.csv holding the pixels (empty = look in root and its parent)")
+    ferplus_source: Literal["auto", "csv", "folders"] = _f(
+        "auto", "ferplus: fer2013new.csv + fer2013.csv pixels, or the FERPlus label.csv folders"
+    )
+    subjects_csv: str = _f("", "folders: CSV 'image,subject' giving each image's subject")
+    subject_pattern: str = _f("", "folders: regex whose first group, searched in the file name, is the subject")
+    train_split: str = _f("train", "split trained on")
+    val_split: str = _f("val", "split used for model selection; missing → carved from train (val_fraction)")
+    test_split: str = _f("test", "split reported as the result (never used for selection)")
+    val_fraction: float = _f(0.1, "share of train held out as validation when the dataset has no val split",
+                             lo=0, hi=0.9)
+    folds: int = _f(0, "subject-disjoint k-fold over train+val+test (0 = use the dataset's splits; -1 = leave one "
+                    "subject out)", lo=-1)
+    fold: int = _f(0, "which fold is the test split when folds != 0", lo=0)
+    crowd_mode: Literal["none", "majority", "multilabel", "probability", "crossentropy"] = _f(
+        "none", "train on annotator votes (FERPlus, synthetic) in this mode; none = the dataset's labels"
+    )
+    image_size: int = _f(224, "side of the network input in pixels", lo=16)
+    num_workers: int = _f(8, "data loader worker processes", lo=0)
+    balanced_sampler: bool = _f(False, "sample classes equally often in training (METHOD: on for AffectNet)")
+
+
+@dataclass
+class FERAugConfig:
+    flip_p: float = _f(0.5, "horizontal flip probability", lo=0, hi=1)
+    jitter: tuple[float, float, float, float] = _f(
+        (0.4, 0.4, 0.4, 0.0), "colour jitter brightness, contrast, saturation, hue"
+    )
+    translate: float = _f(0.1, "random translation, as a fraction of the image side", lo=0, hi=0.5)
+    rotate: float = _f(10.0, "random rotation range in degrees (±)", lo=0, hi=180)
+    erase_p: float = _f(0.25, "random erasing probability", lo=0, hi=1)
+    erase_scale: tuple[float, float] = _f((0.02, 0.25), "random erasing area range")
+    mean: tuple[float, float, float] = _f((0.5231, 0.4044, 0.3489), "normalisation mean (VGGFace2)")
+    std: tuple[float, float, float] = _f((0.2536, 0.2194, 0.2070), "normalisation std (VGGFace2)")
+
+
+@dataclass
+class FERModelConfig:
+    init: str = _f("none", "pre-trained weights: an FRA run / checkpoint, a torchvision-layout .safetensors or "
+                   ".pth state dict, or none (random init)")
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet50_slim"] = _f(
+        "resnet50", "trunk for init=none; with weights, the layout is read from the weights themselves"
+    )
+    blocks: list[int] = _f([], "residual blocks per stage for init=none (empty = the arch's own)")
+    width: int = _f(64, "first-stage channels for init=none", lo=1)
+    remove_maxpool: bool = _f(False, "drop the stem max-pool (an FRA run's own setting wins when init is a run)")
+    head_init_std: float = _f(0.01, "std of the new linear head's normal initialisation (bias 0)", lo=0)
+    dropout: float = _f(0.0, "dropout before the linear head", lo=0, hi=1)
+
+
+@dataclass
+class FinetuneOptimConfig:
+    lr: float = _f(2e-4, "AdamW learning rate of the trunk (the report used 4.89e-5)", lo=0, lo_open=True)
+    head_lr: float = _f(0.0, "learning rate of the head (0 = same as lr)", lo=0)
+    weight_decay: float = _f(0.05, "AdamW weight decay (not on biases and normalisation parameters)", lo=0)
+    betas: tuple[float, float] = _f((0.9, 0.999), "AdamW betas")
+    warmup_epochs: float = _f(5.0, "linear warm-up epochs (per step)", lo=0)
+    min_lr: float = _f(1e-6, "learning rate at the end of the cosine", lo=0)
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy", lo=0, hi=1)
+    grad_clip: float = _f(0.0, "clip the global gradient norm to this value (0 = off)", lo=0)
+
+
+@dataclass
+class ProbeConfig:
+    path: Literal["cached", "faithful"] = _f(
+        "cached", "cached: features extracted once, head trained on them; faithful: frozen trunk with train aug"
+    )
+    flip_average: bool = _f(True, "cached path: average the features of each image and its mirror")
+    epochs: int = _f(100, "epochs of the linear head", lo=1)
+    batch_size: int = _f(256, "batch of the linear head", lo=1)
+    lr: float = _f(0.1, "SGD learning rate of the linear head (cosine, no warm-up)", lo=0, lo_open=True)
+    momentum: float = _f(0.9, "SGD momentum", lo=0, hi=1)
+    weight_decay: float = _f(0.0, "SGD weight decay of the linear head", lo=0)
+
+
+@dataclass
+class FinetuneTrainConfig:
+    name: str = _f("", "run name; empty = <config file stem>-<time>")
+    out_dir: str = _f("runs", "folder holding run folders")
+    epochs: int = _f(100, "fine-tuning epochs", lo=1)
+    batch_size: int = _f(256, "global batch (split evenly over processes)", lo=1)
+    precision: Literal["fp32", "bf16", "fp16"] = _f("bf16", "bf16 autocast (CPU/CUDA) or fp16 + grad scaler (CUDA)")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    seed: int = _f(0, "seed of the head, data order, augmentation and crowd-label draws")
+    select: Literal["last", "val"] = _f(
+        "val", "also keep the epoch best on the validation split (the last epoch is always reported too)"
+    )
+    eval_every_epochs: int = _f(1, "epochs between validation passes", lo=1)
+    log_every: int = _f(10, "steps between metric lines", lo=1)
+    keep_checkpoints: int = _f(2, "checkpoints kept on disk (one per epoch)", lo=1)
+    tensorboard: bool = _f(True, "also write TensorBoard event files")
+    max_steps: int = _f(0, "stop after this many steps (0 = all epochs); schedules still span all epochs", lo=0)
+
+
+@dataclass
+class FinetuneConfig:
+    data: FERDataConfig = field(default_factory=FERDataConfig)
+    aug: FERAugConfig = field(default_factory=FERAugConfig)
+    model: FERModelConfig = field(default_factory=FERModelConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+
+
 # --------------------------------------------------------------------------- building from plain data
 
 
@@ -277,6 +394,27 @@ def _validate(cfg: PretrainConfig) -> None:
         raise FraferError("config keys 'monitor.knn_train_root' and 'monitor.knn_val_root' go together")
 
 
+def _validate_finetune(cfg: FinetuneConfig) -> None:
+    if not cfg.data.root:
+        raise FraferError("config key 'data.root': required (the dataset's folder in its native layout)")
+    if cfg.data.folds > 0 and cfg.data.fold >= cfg.data.folds:
+        raise FraferError(f"config key 'data.fold': {cfg.data.fold} must be below data.folds={cfg.data.folds}")
+    if cfg.data.folds == 1:
+        raise FraferError("config key 'data.folds': k-fold needs at least 2 folds (or -1 = leave one subject out)")
+    lo, hi = cfg.aug.erase_scale
+    if not 0 < lo <= hi < 1:
+        raise FraferError(f"config key 'aug.erase_scale': need 0 < min <= max < 1, got {cfg.aug.erase_scale}")
+    if any(s <= 0 for s in cfg.aug.std):
+        raise FraferError(f"config key 'aug.std': must be positive, got {cfg.aug.std}")
+    if cfg.model.blocks and (len(cfg.model.blocks) != 4 or min(cfg.model.blocks) < 1):
+        raise FraferError(f"config key 'model.blocks': need 4 positive counts, got {cfg.model.blocks}")
+    if cfg.data.crowd_mode != "none" and cfg.data.format not in ("ferplus", "synthetic"):
+        raise FraferError(
+            f"config key 'data.crowd_mode': {cfg.data.crowd_mode} needs annotator votes, which only the ferplus and "
+            f"synthetic formats carry (data.format={cfg.data.format})"
+        )
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`a.b=3` → ("a.b", 3); the value is read as YAML, so `x=[1,2]`, `x=true`, `x=1e-3` work."""
     if "=" not in text:
@@ -324,6 +462,8 @@ def build_config(tree: dict, overrides: list[str] = (), cls: type = PretrainConf
     cfg = _build(cls, tree, "")
     if isinstance(cfg, PretrainConfig):
         _validate(cfg)
+    if isinstance(cfg, FinetuneConfig):
+        _validate_finetune(cfg)
     return cfg
 
 

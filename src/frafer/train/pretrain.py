@@ -6,12 +6,9 @@ data → model → optimiser → (resume) → epochs of steps → checkpoint →
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import platform
 import random
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +18,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import frafer
 from frafer.config import PretrainConfig, dump_yaml
 from frafer.data.formats.folders import list_images
 from frafer.data.formats.vggface2 import list_vggface2
@@ -34,7 +30,7 @@ from frafer.eval.knn import KNNMonitor
 from frafer.losses.ssl import fra_loss
 from frafer.models.fra import FRA
 from frafer.models.norm import convert_to_global_bn
-from frafer.train import distributed
+from frafer.train import common, distributed
 from frafer.train.checkpoint import (
     WEIGHTS,
     atomic_write_text,
@@ -43,12 +39,13 @@ from frafer.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from frafer.train.common import NonFiniteLoss
 from frafer.train.metrics import MetricsLogger
 from frafer.train.optim import build_lars, lr_at, momentum_at, set_lr
 
+_NAN_ADVICE = "Lower optim.base_lr, raise optim.warmup_epochs or use train.precision=fp32."
 
-class NonFiniteLoss(FraferError):
-    """The loss became NaN or infinite; the run stops and its last good checkpoint is kept."""
+__all__ = ["NonFiniteLoss", "PretrainResult", "default_run_dir", "pretrain"]
 
 
 @dataclass
@@ -93,66 +90,13 @@ def build_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin: boo
     )
 
 
-# ----------------------------------------------------------------------------------------------- run folder
-
-
-def _git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[3]
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _run_info(cfg: PretrainConfig, world_size: int, device: torch.device) -> dict:
-    import torchvision
-
-    return {
-        "seed": cfg.train.seed,
-        "world_size": world_size,
-        "device": str(device),
-        "git_commit": _git_commit(),
-        "versions": {
-            "frafer": frafer.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(),
-        },
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-
-
-def default_run_dir(cfg: PretrainConfig, config_name: str = "pretrain") -> Path:
-    name = cfg.train.name or f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return Path(cfg.train.out_dir) / name
-
-
-# ----------------------------------------------------------------------------------------------- the loop
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def effective_lr(cfg: PretrainConfig) -> float:
     o = cfg.optim
     return o.base_lr * cfg.train.batch_size / o.reference_batch if o.scale_lr else o.base_lr
+
+
+def default_run_dir(cfg: PretrainConfig, config_name: str = "pretrain") -> Path:
+    return common.default_run_dir(cfg.train.out_dir, cfg.train.name, config_name)
 
 
 def pretrain(cfg: PretrainConfig, run_dir: str | Path | None = None, resume: bool = False) -> PretrainResult:
@@ -207,7 +151,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         if not (run_dir / "run.json").exists() or not resume:
-            atomic_write_text(run_dir / "run.json", json.dumps(_run_info(cfg, ctx.world_size, device), indent=2))
+            info = common.run_info(t.seed, ctx.world_size, device)
+            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
     logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
 
     net = model
@@ -222,7 +167,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
         if ctx.is_main:
             state = {
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                "rng": _rng_state(device),
+                "rng": common.rng_state(device),
             }
             meta = {"step": step, "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
                     "loss": result.last_loss, "reason": reason}
@@ -258,10 +203,10 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                 set_lr(optimizer, lr)
                 view1 = view1.to(device, non_blocking=True)
                 view2 = view2.to(device, non_blocking=True)
-                with _autocast(t.precision, device):
+                with common.autocast(t.precision, device):
                     out = net(view1, view2)
                 loss, parts = fra_loss(out, cfg.loss)
-                _check_finite(step, parts)
+                common.check_finite(step, parts, _NAN_ADVICE)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.optim.grad_clip > 0:
@@ -307,17 +252,6 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     return result
 
 
-def _check_finite(step: int, parts: dict[str, torch.Tensor]) -> None:
-    if torch.stack(list(parts.values())).isfinite().all():  # one device sync per step, not one per part
-        return
-    for name, value in parts.items():
-        if not math.isfinite(float(value)):
-            raise NonFiniteLoss(
-                f"loss part '{name}' is {float(value)} at step {step + 1}; stopping (the last checkpoint is intact). "
-                "Lower optim.base_lr, raise optim.warmup_epochs or use train.precision=fp32."
-            )
-
-
 def _report_skipped(skipped: SkipReport, ctx: distributed.Context, logger, step: int) -> None:
     """Report the unreadable files every process skipped since the last report (once, from the main process)."""
     everyone = distributed.gather_objects((skipped.count, skipped.first(5)))
@@ -347,6 +281,6 @@ def _restore(ckpt: Path, model: FRA, optimizer, scaler, device: torch.device, st
     state = load_state(ckpt / "state.pt")
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"], device)
+    common.set_rng_state(state["rng"], device)
     tqdm.write(f"resuming from {ckpt} at step {state['step']}")
     return int(state["step"])
