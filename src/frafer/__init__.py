@@ -1,6 +1,8 @@
 """frafer: FRA self-supervised pre-training and facial expression recognition.
 
-Public entries: `frafer.pretrain(cfg)`, `frafer.load_config(path, overrides)`, `frafer.export_backbone(run)`.
+Public entries: `frafer.pretrain(cfg)`, `frafer.finetune(cfg)`, `frafer.linear_probe(cfg)`,
+`frafer.load_config(path, overrides, cls)`, `frafer.load_bundle(path)`, `frafer.evaluate_bundle(...)`,
+`frafer.verify_checkpoint(...)`, `frafer.export_backbone(run)`.
 They are imported on first use, so `import frafer` stays light.
 """
 
@@ -8,7 +10,12 @@ __version__ = "0.1.0"
 
 _ENTRIES = {
     "pretrain": "frafer.train.pretrain",
+    "finetune": "frafer.train.finetune",
+    "linear_probe": "frafer.train.finetune",
     "load_config": "frafer.config",
+    "load_bundle": "frafer.bundle",
+    "evaluate_bundle": "frafer.eval.evaluate",
+    "verify_checkpoint": "frafer.eval.verify",
     "export_backbone": "frafer.train.export",
 }
 

@@ -20,6 +20,35 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--run-dir", help="run folder (default: train.out_dir/train.name)")
     pre.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.base_lr=0.5")
 
+    for name, what in (("finetune", "fine-tune a pre-trained (or random) trunk on expression labels"),
+                       ("linear-probe", "train a linear head on the frozen trunk (cached features or faithful)")):
+        ft = sub.add_parser(name, help=what)
+        ft.add_argument("--config", help="YAML recipe, e.g. configs/finetune/rafdb.yaml")
+        ft.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its latest checkpoint")
+        ft.add_argument("--run-dir", help="run folder (default: train.out_dir/train.name)")
+        ft.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.init=runs/pre data.root=…")
+
+    ev = sub.add_parser("evaluate", help="accuracy, macro-F1, confusion matrix and per-class report of a model bundle")
+    ev.add_argument("model", help="model bundle folder, or a fine-tuning run folder (its selected model/)")
+    ev.add_argument("--data", help="dataset root (default: the one the model was trained on)")
+    ev.add_argument("--format", help="dataset layout: affectnet, rafdb, fer2013, ferplus, folders, synthetic")
+    ev.add_argument("--split", default="test", help="train, val or test (default: test)")
+    ev.add_argument("--out", help="report folder (default: <bundle>/eval-<format>-<split>)")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    ev.add_argument("overrides", nargs="*", metavar="key=value", help="data options, e.g. folds=10 fold=3")
+
+    ver = sub.add_parser("verify", help="10-fold face verification (LFW, CFP-FP, CFP-FF) of a trunk")
+    ver.add_argument("checkpoint", help="pre-training run, checkpoint, bundle or torchvision-layout state dict")
+    ver.add_argument("--pairs", required=True, choices=["lfw", "cfp-fp", "cfp-ff"], help="protocol")
+    ver.add_argument("--root", required=True, help="dataset root in its native layout")
+    ver.add_argument("--image-size", type=int, default=0, help="input side (default: as trained, else 224)")
+    ver.add_argument("--device", default="cpu")
+    ver.add_argument("--batch-size", type=int, default=128)
+    ver.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    ver.add_argument("--out", help="result JSON (default: verification_<pairs>.json beside the weights)")
+
     exp = sub.add_parser("export-backbone", help="write a run's online trunk as torchvision-layout safetensors")
     exp.add_argument("run", help="run folder, checkpoint folder or weights file")
     exp.add_argument("--out", help="output file (default: RUN/backbone.safetensors)")
@@ -27,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the resolved config, or every key with its default and meaning")
     cfg.add_argument("--config", help="YAML recipe")
     cfg.add_argument("--keys", action="store_true", help="list every key, its default and what it means")
+    cfg.add_argument("--kind", choices=["pretrain", "finetune"], default="pretrain",
+                     help="which schema: pre-training or downstream (finetune / linear-probe)")
     cfg.add_argument("overrides", nargs="*", metavar="key=value")
 
     demo = sub.add_parser("demo", help="pre-train on built-in synthetic faces and compare kNN with a random network")
@@ -57,14 +88,60 @@ def _pretrain(args) -> int:
     return 0
 
 
-def _config(args) -> int:
-    from frafer.config import describe, dump_yaml, load_config
+def _downstream(args) -> int:
+    from frafer.config import FinetuneConfig, load_config
+    from frafer.train.finetune import finetune, linear_probe
 
+    entry = finetune if args.command == "finetune" else linear_probe
+    if args.resume:
+        if args.config:
+            raise FraferError("--resume takes the run's own config.yaml; drop --config (overrides are allowed)")
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise FraferError(f"--resume {run_dir}: no config.yaml there; is it a run folder?")
+        result = entry(load_config(run_dir / "config.yaml", args.overrides, FinetuneConfig), run_dir, resume=True)
+    else:
+        cfg = load_config(args.config, args.overrides, FinetuneConfig)
+        stem = Path(args.config).stem if args.config else args.command
+        from frafer.train.common import default_run_dir
+
+        result = entry(cfg, args.run_dir or default_run_dir(cfg.train.out_dir, cfg.train.name, stem))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{result.stopped} at step {result.step}; results: {result.run_dir / 'results.md'}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from frafer.eval.evaluate import evaluate_bundle
+
+    report, files = evaluate_bundle(args.model, args.format, args.data, args.split, args.out, args.device,
+                                    args.batch_size, args.workers, args.overrides)
+    print(f"{report['dataset']} {args.split}: top-1 {report['top1']:.2f}%, mean class acc "
+          f"{report['mean_class_acc']:.2f}%, macro-F1 {report['macro_f1']:.2f}% on {report['count']} images")
+    print(f"report: {files['md']}")
+    return 0
+
+
+def _verify(args) -> int:
+    from frafer.eval.verify import verify_checkpoint
+
+    result, path = verify_checkpoint(args.checkpoint, args.pairs, args.root, args.image_size, args.device,
+                                     args.batch_size, args.workers)
+    print(f"{args.pairs}: accuracy {result['accuracy']:.2f}% ± {result['std']:.2f} (10-fold), AUC {result['auc']:.2f}%"
+          f", {result['pairs']} pairs ({result['skipped_pairs']} skipped)")
+    print(f"result: {path}")
+    return 0
+
+
+def _config(args) -> int:
+    from frafer.config import FinetuneConfig, PretrainConfig, describe, dump_yaml, load_config
+
+    cls = FinetuneConfig if args.kind == "finetune" else PretrainConfig
     if args.keys:
-        for key, default, help_text in describe():
+        for key, default, help_text in describe(cls):
             print(f"{key} = {default!r}\n    {help_text}")
         return 0
-    print(dump_yaml(load_config(args.config, args.overrides)), end="")
+    print(dump_yaml(load_config(args.config, args.overrides, cls)), end="")
     return 0
 
 
@@ -82,7 +159,10 @@ def _demo(args) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _pretrain, "config": _config, "export-backbone": _export, "demo": _demo}
+COMMANDS = {
+    "pretrain": _pretrain, "finetune": _downstream, "linear-probe": _downstream, "evaluate": _evaluate,
+    "verify": _verify, "config": _config, "export-backbone": _export, "demo": _demo,
+}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -137,6 +137,11 @@ class MonitorConfig:
     knn_k: int = _f(20, "neighbours", lo=1)
     knn_temperature: float = _f(0.07, "temperature of the similarity-weighted votes", lo=0, lo_open=True)
     knn_image_size: int = _f(0, "image side for kNN features (0 = data.image_size)", lo=0)
+    verify_pairs: Literal["", "lfw", "cfp-fp", "cfp-ff"] = _f(
+        "", "face-verification protocol monitored on the online trunk (empty = off; report: cfp-fp, code: lfw)"
+    )
+    verify_root: str = _f("", "dataset root of monitor.verify_pairs in its native layout")
+    verify_every_epochs: int = _f(1, "epochs between verification evaluations", lo=1)
 
 
 @dataclass
@@ -390,6 +395,8 @@ def _validate(cfg: PretrainConfig) -> None:
         raise FraferError("config key 'optim.ema_final': must be >= optim.ema_base")
     if cfg.data.source in ("folder", "vggface2") and not cfg.data.root:
         raise FraferError(f"config key 'data.root': required for data.source={cfg.data.source}")
+    if bool(cfg.monitor.verify_pairs) != bool(cfg.monitor.verify_root):
+        raise FraferError("config keys 'monitor.verify_pairs' and 'monitor.verify_root' go together")
     if bool(cfg.monitor.knn_train_root) != bool(cfg.monitor.knn_val_root):
         raise FraferError("config keys 'monitor.knn_train_root' and 'monitor.knn_val_root' go together")
 

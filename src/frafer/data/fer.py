@@ -85,24 +85,30 @@ def _box_to_ltrb(box) -> tuple[int, int, int, int]:
 class FERImages(Dataset):
     """(image tensor, target, index) per sample; an unreadable file yields None (dropped and counted by collate).
 
-    `target_fn(sample, index)` returns what the loss needs (by default the class id); the index lets crowd-label
-    modes draw a fresh label per epoch.
+    Keys are plain indices or (index, sample_seed) pairs from EpochBatchSampler: the augmentation is then seeded
+    from sample_seed in a forked RNG, so a sample is identical in any worker and after a resume.
+    `target_fn(sample, index, sample_seed)` returns what the loss needs (by default the class id); crowd-label
+    modes use the seed to draw a fresh label per epoch.
     """
 
     def __init__(self, samples: list[FERSample], transform: Callable, target_fn: Callable | None = None) -> None:
         self.samples, self.transform = samples, transform
-        self.target_fn = target_fn or (lambda sample, index: sample.label)
+        self.target_fn = target_fn or (lambda sample, index, seed: sample.label)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        index, seed = key if isinstance(key, tuple) else (key, key)
         sample = self.samples[index]
         try:
-            image = self.transform(load_sample_image(sample))
+            image = load_sample_image(sample)
         except UnreadableImage:
             return None
-        return image, self.target_fn(sample, index), index
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG (dropout) comes back untouched
+            torch.manual_seed(seed)
+            image = self.transform(image)
+        return image, self.target_fn(sample, index, seed), index
 
 
 def collate_fer(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

@@ -26,7 +26,10 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class EpochBatchSampler:
     """Batch sampler over (index, sample_seed) keys for one process; drops the last incomplete global batch."""
 
-    def __init__(self, num_items: int, global_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+    def __init__(
+        self, num_items: int, global_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+        weights: torch.Tensor | None = None,
+    ):
         if global_batch % world_size:
             raise FraferError(
                 f"config key 'train.batch_size': {global_batch} does not split evenly over {world_size} processes"
@@ -39,6 +42,11 @@ class EpochBatchSampler:
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.local_batch = global_batch // world_size
         self.epoch, self.start_batch = 0, 0
+        # weights: per-item sampling weights; each epoch then draws num_items items with replacement (e.g. 1 / class
+        # frequency for class-balanced sampling) instead of a permutation.
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        if self.weights is not None and (self.weights.shape != (num_items,) or (self.weights < 0).any()):
+            raise ValueError(f"weights must be {num_items} non-negative numbers")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch to iterate, skipping its first `start_batch` batches (when resuming mid-epoch)."""
@@ -49,7 +57,10 @@ class EpochBatchSampler:
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.num_items, generator=g).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.num_items, generator=g).tolist()
+        else:
+            order = torch.multinomial(self.weights, self.num_items, replacement=True, generator=g).tolist()
         for b in range(self.start_batch, self.num_items // self.global_batch):
             lo = b * self.global_batch + self.rank * self.local_batch
             yield [(i, sample_seed(self.seed, self.epoch, i)) for i in order[lo : lo + self.local_batch]]

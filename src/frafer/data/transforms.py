@@ -1,4 +1,4 @@
-"""Image transforms: the BYOL two-view augmentation for pre-training and the plain eval transform.
+"""Image transforms: the BYOL two-view augmentation, the FER training augmentation and the plain eval transform.
 
 Everything is torchvision.transforms.v2 on tensors (the PIL image is converted once, up front), and
 every random draw comes from torch's global RNG, so seeding torch reproduces a sample exactly.
@@ -115,6 +115,37 @@ def build_eval_transform(
             v2.Normalize(mean=list(mean), std=list(std)),
         ]
     )
+
+
+def build_fer_train_transform(
+    size: int,
+    flip_p: float = 0.5,
+    jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.0),
+    translate: float = 0.1,
+    rotate: float = 10.0,
+    erase_p: float = 0.25,
+    erase_scale: Sequence[float] = (0.02, 0.25),
+    mean: Sequence[float] = VGGFACE2_MEAN,
+    std: Sequence[float] = VGGFACE2_STD,
+) -> ImageTransform:
+    """Fine-tuning augmentation (METHOD.md §2): resize, flip, colour jitter, small shift and rotation, erasing.
+
+    A step whose strength is zero is left out, so with every strength at zero this is exactly the eval transform
+    (the linear-probe equivalence test relies on that).
+    """
+    _check_size(size)
+    ops: list = [v2.PILToTensor(), v2.Resize((size, size), antialias=True)]
+    if flip_p > 0:
+        ops.append(v2.RandomHorizontalFlip(flip_p))
+    if any(j > 0 for j in jitter):
+        b, c, s, h = jitter
+        ops.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
+    if translate > 0 or rotate > 0:
+        ops.append(v2.RandomAffine(degrees=rotate, translate=(translate, translate) if translate > 0 else None))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    if erase_p > 0:
+        ops.append(v2.RandomErasing(p=erase_p, scale=tuple(erase_scale), value=0))
+    return v2.Compose(ops)
 
 
 class FlushDenormals(torch.nn.Module):

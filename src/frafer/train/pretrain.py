@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from frafer.config import PretrainConfig, dump_yaml
 from frafer.data.formats.folders import list_images
+from frafer.data.formats.pairs import read_pairs
 from frafer.data.formats.vggface2 import list_vggface2
 from frafer.data.sampling import EpochBatchSampler
 from frafer.data.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
@@ -27,6 +28,7 @@ from frafer.data.synthetic import SyntheticFaces
 from frafer.data.transforms import TwoViewTransform
 from frafer.errors import FraferError
 from frafer.eval.knn import KNNMonitor
+from frafer.eval.verify import verify_trunk
 from frafer.losses.ssl import fra_loss
 from frafer.models.fra import FRA
 from frafer.models.norm import convert_to_global_bn
@@ -54,6 +56,7 @@ class PretrainResult:
     step: int
     last_loss: float
     knn: list[dict] = field(default_factory=list)  # every kNN evaluation: {"step", "epoch", "knn_top1", ...}
+    verification: list[dict] = field(default_factory=list)  # every verification: {"step", "epoch", "accuracy", ...}
     stopped: str = "completed"  # completed | max_steps | interrupted
 
 
@@ -122,6 +125,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     total_steps = steps_per_epoch * t.epochs
     last_step = min(total_steps, t.max_steps) if t.max_steps else total_steps
     warmup_steps = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    pairs = read_pairs(cfg.monitor.verify_pairs, cfg.monitor.verify_root) if cfg.monitor.verify_pairs else []
     monitor = None
     if cfg.monitor.knn_train_root:
         m = cfg.monitor
@@ -175,13 +179,23 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
         distributed.barrier()
 
     def run_monitor(epoch: int) -> None:
-        if monitor is None:
-            return
-        if ctx.is_main:
+        m = cfg.monitor
+        knn_due = monitor is not None and (epoch % m.knn_every_epochs == 0 or epoch == t.epochs)
+        verify_due = bool(pairs) and (epoch % m.verify_every_epochs == 0 or epoch == t.epochs)
+        if ctx.is_main and knn_due:
             record = {"step": step, "epoch": epoch, **monitor.evaluate(model.online.trunk, device)}
             result.knn.append(record)
             logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="monitor")
             tqdm.write(f"[monitor] epoch {epoch} step {step}: kNN top-1 {record['knn_top1']:.2f}%")
+        if ctx.is_main and verify_due:
+            v = verify_trunk(model.online.trunk, pairs, m.knn_image_size or cfg.data.image_size, device,
+                             cfg.aug.mean, cfg.aug.std, num_workers=min(cfg.data.num_workers, 2))
+            record = {"step": step, "epoch": epoch, "accuracy": v["accuracy"], "std": v["std"], "auc": v["auc"],
+                      "skipped_pairs": v["skipped_pairs"]}
+            result.verification.append(record)
+            logger.log(step, {f"verify_{k}": x for k, x in record.items() if k != "step"}, prefix="monitor")
+            tqdm.write(f"[monitor] epoch {epoch} step {step}: {m.verify_pairs} verification "
+                       f"{v['accuracy']:.2f}% ± {v['std']:.2f} (AUC {v['auc']:.2f})")
         distributed.barrier()
 
     if step == 0 and cfg.monitor.knn_at_start:
@@ -235,8 +249,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
             epoch_done = step % steps_per_epoch == 0
             if epoch_done:
                 finished = step // steps_per_epoch
-                if finished % cfg.monitor.knn_every_epochs == 0 or finished == t.epochs:
-                    run_monitor(finished)
+                run_monitor(finished)
                 if ctx.is_main:
                     tqdm.write(f"epoch {finished}/{t.epochs} step {step}: loss {result.last_loss:.4f}")
     except KeyboardInterrupt:

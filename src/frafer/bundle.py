@@ -1,0 +1,92 @@
+"""A trained expression model as one self-describing folder: what `evaluate` (and later `predict`) load.
+
+    <bundle>/weights.safetensors   FERClassifier state dict (trunk.* and head.*)
+    <bundle>/bundle.json           classes, input size, normalisation, trunk layout, provenance
+
+Loading needs nothing else: no training config, no code from the file (safetensors holds tensors only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from frafer.data.transforms import build_eval_transform
+from frafer.errors import FraferError
+from frafer.models.classifier import FERClassifier
+from frafer.train.checkpoint import WEIGHTS, atomic_write_text, load_weights, save_weights
+from frafer.train.init_weights import TrunkLayout
+
+BUNDLE_FORMAT = "frafer-fer-bundle"
+BUNDLE_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+
+
+@dataclass
+class Bundle:
+    model: FERClassifier  # in eval mode
+    classes: tuple[str, ...]
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    layout: TrunkLayout
+    info: dict = field(default_factory=dict)  # provenance: init, data, epoch, metrics, config
+
+    def transform(self):
+        """The eval transform the model expects (PIL RGB image → normalised tensor)."""
+        return build_eval_transform(self.input_size, self.mean, self.std)
+
+
+def save_bundle(
+    folder: str | Path, model: FERClassifier, classes, input_size: int, mean, std, layout: TrunkLayout,
+    info: dict | None = None,
+) -> Path:
+    """Write the bundle folder (weights first, then bundle.json, each atomically); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(folder / WEIGHTS, model.state_dict())
+    meta = {
+        "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "classes": list(classes), "input_size": input_size,
+        "mean": list(mean), "std": list(std), "trunk": layout.to_dict(), "dropout": model.dropout.p,
+        "info": info or {},
+    }
+    atomic_write_text(folder / BUNDLE_FILE, json.dumps(meta, indent=2))
+    return folder
+
+
+def find_bundle(path: str | Path) -> Path:
+    """A bundle folder, or a fine-tuning run folder (→ its selected `model/` bundle)."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / BUNDLE_FILE).is_file():
+            return candidate
+    raise FraferError(f"{path} is not a model bundle (no {BUNDLE_FILE}) nor a fine-tuning run with a model/ bundle")
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Rebuild the classifier from a bundle (or a run folder holding one), weights loaded, in eval mode."""
+    folder = find_bundle(path)
+    try:
+        meta = json.loads((folder / BUNDLE_FILE).read_text())
+    except json.JSONDecodeError as err:
+        raise FraferError(f"{folder / BUNDLE_FILE} is not valid JSON ({err})") from None
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise FraferError(f"{folder / BUNDLE_FILE}: format is {meta.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    if meta.get("version", 0) > BUNDLE_VERSION:
+        raise FraferError(f"{folder}: bundle version {meta['version']} is newer than this frafer reads "
+                          f"({BUNDLE_VERSION}); upgrade frafer")
+    try:
+        layout = TrunkLayout.from_dict(meta["trunk"])
+        classes = tuple(meta["classes"])
+        model = FERClassifier(layout.build(), len(classes), float(meta.get("dropout", 0.0)))
+        size, mean, std = int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise FraferError(f"{folder / BUNDLE_FILE} is incomplete or malformed ({type(err).__name__}: {err})") from None
+    try:
+        model.load_state_dict(load_weights(folder / WEIGHTS))
+    except RuntimeError as err:
+        raise FraferError(f"{folder}: weights do not match bundle.json ({str(err).splitlines()[0]})") from None
+    return Bundle(model.to(device).eval(), classes, size, mean, std, layout, meta.get("info", {}))

@@ -1,0 +1,96 @@
+"""Expression accuracy of a classifier on labelled samples, and `frafer evaluate` on a saved bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from frafer.data.fer import FERImages, FERSample, collate_fer
+from frafer.errors import FraferError
+from frafer.eval.metrics import classification_report, write_report
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, samples: list[FERSample], transform, device: torch.device, batch_size: int = 256,
+    num_workers: int = 0, desc: str = "",
+) -> tuple[torch.Tensor, np.ndarray, int]:
+    """Logits (N', C) and labels (N',) of the readable samples, and how many were unreadable."""
+    loader = DataLoader(FERImages(samples, transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_fer)
+    was_training = model.training
+    model.eval()
+    logits, labels, unreadable = [], [], 0
+    for images, targets, _, bad in tqdm(loader, desc=desc or "evaluating", leave=False, disable=not desc):
+        unreadable += bad
+        if len(images):
+            logits.append(model(images.to(device, non_blocking=True)).float().cpu())
+            labels.append(targets)
+    model.train(was_training)
+    if not logits:
+        raise FraferError("no readable image to evaluate")
+    return torch.cat(logits), torch.cat(labels).numpy(), unreadable
+
+
+def evaluate_samples(
+    model: nn.Module, samples: list[FERSample], classes, transform, device: torch.device, batch_size: int = 256,
+    num_workers: int = 0, desc: str = "",
+) -> dict:
+    """classification_report of the model's argmax on the samples, plus the count of unreadable images."""
+    logits, labels, unreadable = predict_logits(model, samples, transform, device, batch_size, num_workers, desc)
+    report = classification_report(labels, logits.argmax(1).numpy(), list(classes))
+    report["unreadable"] = unreadable
+    return report
+
+
+def evaluate_bundle(
+    bundle_path: str | Path, data_format: str | None, root: str | None, split: str = "test",
+    out_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 256, num_workers: int = 0,
+    options: list[str] = (),
+) -> tuple[dict, dict]:
+    """Evaluate a bundle (or a fine-tuning run's selected model) on one split of a dataset in its native layout.
+
+    Without `data_format` / `root`, the dataset the bundle was trained on (as recorded in it) is used; `options`
+    are `key=value` data settings (e.g. `folds=10 fold=3`). Returns (report, written file paths).
+    """
+    from frafer.bundle import find_bundle, load_bundle
+    from frafer.config import FinetuneConfig, build_config
+    from frafer.train.fer_data import evaluable, prepare_splits, read_configured_dataset
+
+    bundle = load_bundle(bundle_path, device)
+    recorded = dict(bundle.info.get("data", {}))
+    data = {k: v for k, v in recorded.items() if k in _DATASET_KEYS}
+    if data_format or root:
+        data = {"format": data_format or recorded.get("format"), "root": root or recorded.get("root")}
+    if not data.get("format") or not data.get("root"):
+        raise FraferError("give --format and --data: the bundle does not record the dataset it was trained on")
+    data["num_classes"] = len(bundle.classes)
+    cfg = build_config({"data": data}, [f"data.{o}" for o in options], FinetuneConfig)
+    if cfg.data.folds:  # the test fold of a subject-disjoint split needs the same split as training made
+        splits = prepare_splits(cfg.data, seed=int(bundle.info.get("config", {}).get("train", {}).get("seed", 0)))
+        samples, name, notes = {"train": splits.train, "val": splits.val, "test": splits.test}.get(split), \
+            splits.name, splits.notes
+    else:
+        dataset = read_configured_dataset(cfg.data)
+        notes: dict = {}
+        samples = evaluable(dataset.split(split), bundle.classes, notes, split)
+        name = dataset.name
+    if samples is None:
+        raise FraferError(f"--split must be train, val or test, got {split!r}")
+    if not samples:
+        raise FraferError(f"{name} has no labelled '{split}' samples among {', '.join(bundle.classes)}")
+    report = evaluate_samples(bundle.model, samples, bundle.classes, bundle.transform(), torch.device(device),
+                              batch_size, num_workers, desc=f"evaluating {split}")
+    report["dataset"], report["split"], report["notes"] = name, split, notes
+    out = Path(out_dir) if out_dir else find_bundle(bundle_path) / f"eval-{cfg.data.format}-{split}"
+    return report, write_report(report, out, f"{cfg.data.format}_{split}")
+
+
+# What identifies the dataset (and its split) in a bundle's record; training-only settings are left behind.
+_DATASET_KEYS = ("format", "root", "extra_roots", "fer2013_csv", "ferplus_source", "subjects_csv", "subject_pattern",
+                 "train_split", "val_split", "test_split", "val_fraction", "folds", "fold", "image_size")

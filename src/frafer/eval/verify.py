@@ -1,0 +1,79 @@
+"""Face verification of a trunk (LFW / CFP-FP / CFP-FF, 10-fold): standalone and as a pre-training monitor.
+
+The embedding is the globally pooled trunk feature (what every downstream use of the trunk sees); the score of a
+pair is the cosine of the two embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from frafer.data.formats.pairs import Pair, read_pairs
+from frafer.data.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
+from frafer.eval.verification import evaluate_pairs
+from frafer.train.checkpoint import atomic_write_text
+
+
+def trunk_embedder(trunk: nn.Module, device: torch.device):
+    """(B, 3, H, W) CPU batch → (B, C) pooled trunk features, computed on `device` in eval mode."""
+
+    @torch.no_grad()
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        return trunk(images.to(device, non_blocking=True)).float().mean(dim=(2, 3)).cpu()
+
+    return embed
+
+
+def verify_trunk(
+    trunk: nn.Module, pairs: list[Pair], image_size: int, device: torch.device, mean=VGGFACE2_MEAN, std=VGGFACE2_STD,
+    batch_size: int = 128, num_workers: int = 0, progress: bool = False,
+) -> dict:
+    """10-fold verification accuracy (threshold from the other folds), ROC AUC and skipped-pair counts."""
+    was_training = trunk.training
+    trunk.eval()
+    try:
+        return evaluate_pairs(trunk_embedder(trunk, device), pairs, build_eval_transform(image_size, mean, std),
+                              batch_size, num_workers, progress)
+    finally:
+        trunk.train(was_training)
+
+
+def _recorded_input(weights_source: str) -> tuple[int, tuple, tuple] | None:
+    """Image size and normalisation recorded beside the weights (pre-training run config or bundle), if any."""
+    for folder in Path(weights_source).parents:
+        if (folder / "bundle.json").is_file():
+            meta = json.loads((folder / "bundle.json").read_text())
+            return int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
+        if (folder / "config.yaml").is_file():
+            cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+            aug, data = cfg.get("aug") or {}, cfg.get("data") or {}
+            if "image_size" in data:
+                return (int(data["image_size"]), tuple(aug.get("mean", VGGFACE2_MEAN)),
+                        tuple(aug.get("std", VGGFACE2_STD)))
+    return None
+
+
+def verify_checkpoint(
+    checkpoint: str, kind: str, root: str, image_size: int = 0, device: str = "cpu", batch_size: int = 128,
+    num_workers: int = 0, out: str | None = None,
+) -> tuple[dict, Path]:
+    """Load any trunk `model.init` accepts, run the protocol `kind` on `root`, write the result as JSON."""
+    from frafer.train.init_weights import load_trunk
+
+    pairs = read_pairs(kind, root)
+    trunk, record = load_trunk(checkpoint, "resnet50", [], 64, False)
+    recorded = _recorded_input(record["source"])
+    size, mean, std = recorded or (224, VGGFACE2_MEAN, VGGFACE2_STD)
+    size = image_size or size
+    dev = torch.device(device)
+    result = verify_trunk(trunk.to(dev), pairs, size, dev, mean, std, batch_size, num_workers, progress=True)
+    result.update(protocol=kind, root=str(root), weights=record["source"], image_size=size)
+    path = Path(out) if out else Path(record["source"]).parent / f"verification_{kind}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result, path

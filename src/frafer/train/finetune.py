@@ -1,0 +1,352 @@
+"""Downstream expression recognition: fine-tuning and linear probing, one loop with everything visible.
+
+`finetune(cfg)` trains trunk and head (AdamW, separate LRs, warm-up + cosine per step). `linear_probe(cfg)` either
+trains the head on cached features (fast path, `frafer.eval.linear_probe`) or runs this same loop with the trunk
+frozen in eval mode and the training augmentation (faithful path, as the paper does). Both:
+data → model → optimiser → (resume) → epochs → validation → selection → test once → bundle + reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from frafer.bundle import save_bundle
+from frafer.config import FinetuneConfig, dump_yaml, to_dict
+from frafer.data.fer import FERImages, collate_fer
+from frafer.data.sampling import EpochBatchSampler
+from frafer.data.transforms import build_eval_transform, build_fer_train_transform
+from frafer.errors import FraferError
+from frafer.eval.evaluate import evaluate_samples
+from frafer.eval.metrics import markdown_table, write_report
+from frafer.losses.fer import classification_loss, crowd_loss
+from frafer.models.classifier import FERClassifier
+from frafer.train import common, distributed
+from frafer.train.checkpoint import (
+    WEIGHTS,
+    atomic_write_text,
+    latest_checkpoint,
+    load_state,
+    load_weights,
+    save_checkpoint,
+)
+from frafer.train.fer_data import FERSplits, class_balanced_weights, make_targets, prepare_splits
+from frafer.train.init_weights import TrunkLayout, load_trunk
+from frafer.train.metrics import MetricsLogger
+from frafer.train.optim import lr_at, split_decay_groups
+
+_NAN_ADVICE = "Lower optim.lr, raise optim.warmup_epochs or use train.precision=fp32."
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    mode: str  # finetune | linear_probe
+    step: int
+    last_loss: float
+    results: dict = field(default_factory=dict)  # {"last": {...}, "best_val": {...}} with val / test reports
+    stopped: str = "completed"
+
+
+# ----------------------------------------------------------------------------------------------- building
+
+
+def build_classifier(cfg: FinetuneConfig, num_classes: int, layout: TrunkLayout | None = None):
+    """Trunk from model.init (or from a recorded layout, when resuming) + a fresh head; seeded, so reproducible."""
+    m = cfg.model
+    torch.manual_seed(cfg.train.seed)
+    if layout is not None:
+        trunk, record = layout.build(), {"source": "resumed", "layout": layout.to_dict()}
+    else:
+        trunk, record = load_trunk(m.init, m.arch, m.blocks, m.width, m.remove_maxpool)
+    model = FERClassifier(trunk, num_classes, m.dropout, m.head_init_std)
+    return model, record
+
+
+def build_optimizer(cfg: FinetuneConfig, model: FERClassifier, frozen: bool) -> torch.optim.Optimizer:
+    """Linear probe: SGD on the head. Fine-tune: AdamW, trunk and head at their own LRs, no decay on biases/norms.
+
+    Each group keeps its peak LR as `base_lr`; the schedule scales every group by the same warm-up + cosine.
+    """
+    if frozen:
+        p = cfg.probe
+        head = list(model.head.parameters())
+        return torch.optim.SGD([{"params": head, "base_lr": p.lr}], lr=p.lr, momentum=p.momentum,
+                               weight_decay=p.weight_decay)
+    o = cfg.optim
+    groups = []
+    for part, lr in ((model.trunk, o.lr), (model.head, o.head_lr or o.lr)):
+        decay, no_decay = split_decay_groups(part)
+        groups += [{"params": decay, "weight_decay": o.weight_decay, "base_lr": lr},
+                   {"params": no_decay, "weight_decay": 0.0, "base_lr": lr}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=o.betas)
+
+
+def loss_fn(cfg: FinetuneConfig):
+    mode = cfg.data.crowd_mode
+    if mode == "none":
+        return lambda logits, target: classification_loss(logits, target, cfg.optim.label_smoothing)
+    return lambda logits, target: crowd_loss(logits, target, mode)
+
+
+# ----------------------------------------------------------------------------------------------- entries
+
+
+def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False) -> FinetuneResult:
+    """Fine-tune the whole network on expression labels (METHOD.md §2); see the module docstring."""
+    return _run(cfg, run_dir, resume, frozen=False)
+
+
+def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False) -> FinetuneResult:
+    """Train a linear head on the frozen trunk: cached features (probe.path=cached) or the faithful loop."""
+    if cfg.probe.path == "cached":
+        from frafer.train.linear_probe import cached_linear_probe
+
+        ctx = distributed.setup(cfg.train.device)
+        try:
+            if ctx.world_size > 1:
+                raise FraferError("the cached linear probe runs in one process; use probe.path=faithful with torchrun")
+            return cached_linear_probe(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), ctx.device)
+        finally:
+            distributed.teardown()
+    return _run(cfg, run_dir, resume, frozen=True)
+
+
+def _resolve_run_dir(cfg: FinetuneConfig, run_dir, mode: str) -> Path:
+    return Path(run_dir) if run_dir else common.default_run_dir(cfg.train.out_dir, cfg.train.name, mode)
+
+
+def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool) -> FinetuneResult:
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
+            raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        mode = "linear_probe" if frozen else "finetune"
+        return _train(cfg, _resolve_run_dir(cfg, run_dir, mode), resume, frozen, ctx)
+    finally:
+        distributed.teardown()
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) -> FinetuneResult:
+    t, device = cfg.train, ctx.device
+    mode = "linear_probe" if frozen else "finetune"
+    epochs = cfg.probe.epochs if frozen else t.epochs
+    batch_size = cfg.probe.batch_size if frozen else t.batch_size
+    random.seed(t.seed)
+
+    # Data first: a bad path or label fails before any model is built.
+    splits = prepare_splits(cfg.data, t.seed)
+    train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
+    if ctx.is_main:
+        tqdm.write(splits.summary())
+    a = cfg.aug
+    train_tf = build_fer_train_transform(cfg.data.image_size, a.flip_p, a.jitter, a.translate, a.rotate,
+                                         a.erase_p, a.erase_scale, a.mean, a.std)
+    eval_tf = build_eval_transform(cfg.data.image_size, a.mean, a.std)
+    weights = class_balanced_weights(train_samples, len(splits.classes)) if cfg.data.balanced_sampler else None
+    sampler = EpochBatchSampler(len(train_samples), batch_size, ctx.rank, ctx.world_size, t.seed, weights)
+    steps_per_epoch = len(train_samples) // batch_size
+    total_steps = steps_per_epoch * epochs
+    last_step = min(total_steps, t.max_steps) if t.max_steps else total_steps
+    warmup_steps = 0 if frozen else round(cfg.optim.warmup_epochs * steps_per_epoch)
+    min_lr = 0.0 if frozen else cfg.optim.min_lr
+
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    layout = None
+    if ckpt is not None:
+        layout = TrunkLayout.from_dict(json.loads((run_dir / "init.json").read_text())["layout"])
+    model, init_record = build_classifier(cfg, len(splits.classes), layout)
+    if frozen:
+        model.freeze_trunk()
+    model.to(device)
+    optimizer = build_optimizer(cfg, model, frozen)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+    criterion = loss_fn(cfg)
+
+    step, history, best = 0, [], None
+    if ckpt is not None:
+        step, history, best = _restore(ckpt, model, optimizer, scaler, device, steps_per_epoch)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        if ckpt is None:
+            atomic_write_text(run_dir / "init.json", json.dumps(init_record, indent=2))
+            info = common.run_info(t.seed, ctx.world_size, device) | {"mode": mode, "data": splits.summary()}
+            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+    logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
+    net = model
+    if ctx.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    loader = DataLoader(
+        FERImages(train_samples, train_tf, target_fn), batch_sampler=sampler, num_workers=cfg.data.num_workers,
+        collate_fn=collate_fer, pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+        generator=torch.Generator(),
+    )
+    result = FinetuneResult(run_dir, mode, step, math.nan)
+    eval_workers = min(cfg.data.num_workers, 4)
+
+    def evaluate(samples, desc):
+        return evaluate_samples(model, samples, splits.classes, eval_tf, device, batch_size, eval_workers, desc)
+
+    def checkpoint(reason: str) -> None:
+        if ctx.is_main:
+            state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                     "rng": common.rng_state(device)}
+            meta = {"step": step, "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+                    "loss": result.last_loss, "reason": reason, "history": history, "best": best}
+            save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
+        distributed.barrier()
+
+    model.train()
+    unreadable = 0
+    try:
+        while step < last_step:
+            epoch, start_batch = divmod(step, steps_per_epoch)
+            sampler.set_epoch(epoch, start_batch)
+            bar = tqdm(loader, total=len(sampler), desc=f"{mode} epoch {epoch + 1}/{epochs}",
+                       disable=not ctx.is_main, dynamic_ncols=True, leave=False)
+            tick, seen = time.perf_counter(), 0
+            for images, targets, _, bad in bar:
+                unreadable += bad
+                lr_scale = lr_at(step, total_steps, warmup_steps, 1.0, 0.0)
+                for g in optimizer.param_groups:
+                    g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
+                if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
+                    with common.autocast(t.precision, device):
+                        logits = net(images.to(device, non_blocking=True))
+                    loss = criterion(logits.float(), targets.to(device))
+                    common.check_finite(step, {"loss": loss}, _NAN_ADVICE)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.optim.grad_clip > 0 and not frozen:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    result.last_loss = loss.item()
+                step += 1
+                seen += len(images) * ctx.world_size
+                result.step = step
+                if step % t.log_every == 0 or step == last_step:
+                    rate = seen / max(time.perf_counter() - tick, 1e-9)
+                    lr_now = optimizer.param_groups[0]["lr"]
+                    logger.log(step, {"loss": result.last_loss, "lr": lr_now, "img_per_s": rate}, prefix="train")
+                    bar.set_postfix(loss=f"{result.last_loss:.4f}", lr=f"{lr_now:.2e}", img_s=f"{rate:.0f}")
+                if step >= last_step:
+                    break
+            bar.close()
+            if step % steps_per_epoch:
+                break  # stopped inside an epoch by max_steps
+            finished = step // steps_per_epoch
+            if ctx.is_main and unreadable:
+                tqdm.write(f"skipped {unreadable} unreadable image(s) in epoch {finished}")
+                logger.log(step, {"unreadable": unreadable}, prefix="data")
+            unreadable = 0
+            if ctx.is_main and splits.val and (finished % t.eval_every_epochs == 0 or finished == epochs):
+                report = evaluate(splits.val, "validating")
+                record = {"epoch": finished, "step": step, "val_top1": report["top1"],
+                          "val_macro_f1": report["macro_f1"]}
+                history.append(record)
+                logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="val")
+                improved = best is None or report["top1"] > best["val_top1"]
+                if t.select == "val" and improved:
+                    best = record
+                    _save_model(run_dir / "model", model, cfg, splits, init_record, mode, finished, report)
+                tqdm.write(f"epoch {finished}/{epochs}: loss {result.last_loss:.4f}, val top-1 {report['top1']:.2f}%"
+                           + (" (best)" if improved else ""))
+            elif ctx.is_main:
+                tqdm.write(f"epoch {finished}/{epochs}: loss {result.last_loss:.4f}")
+            checkpoint("epoch")
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+        if ctx.is_main:
+            tqdm.write(f"interrupted at step {step}: saving a checkpoint to resume from")
+        checkpoint("interrupted")
+        logger.close()
+        raise
+    result.stopped = "completed" if step >= total_steps else "max_steps"
+    if step % steps_per_epoch:
+        checkpoint(result.stopped)
+    if ctx.is_main:
+        result.results = _finish(run_dir, model, cfg, splits, init_record, mode, step / steps_per_epoch, best,
+                                 evaluate)
+    distributed.barrier()
+    logger.close()
+    return result
+
+
+def _save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, mode: str,
+                epoch: float, val_report: dict | None) -> None:
+    info = {"mode": mode, "epoch": epoch, "init": init_record["source"],
+            "data": to_dict(cfg.data) | {"name": splits.name},
+            "val_top1": None if val_report is None else val_report["top1"], "config": to_dict(cfg)}
+    save_bundle(folder, model, splits.classes, cfg.data.image_size, cfg.aug.mean, cfg.aug.std,
+                TrunkLayout.from_dict(init_record["layout"]), info)
+
+
+def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epoch, best, evaluate) -> dict:
+    """Evaluate the last epoch (always reported) and the best-on-validation epoch on val and test; write it all."""
+    reports_dir = run_dir / "reports"
+    results = {"last": {"epoch": epoch}}
+    last_val = evaluate(splits.val, "validating") if splits.val else None
+    results["last"]["val"] = last_val
+    results["last"]["test"] = evaluate(splits.test, "testing") if splits.test else None
+    last_folder = run_dir / ("model_last" if cfg.train.select == "val" and best is not None else "model")
+    _save_model(last_folder, model, cfg, splits, init_record, mode, epoch, last_val)
+    if cfg.train.select == "val" and best is not None:
+        model.load_state_dict(load_weights(run_dir / "model" / WEIGHTS))
+        results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, "validating"),
+                               "test": evaluate(splits.test, "testing") if splits.test else None}
+    write_results(run_dir, results, splits.classes, reports_dir, header=f"{mode} on {splits.name}")
+    return results
+
+
+def write_results(run_dir: Path, results: dict, classes, reports_dir: Path, header: str) -> None:
+    """results.json, a Markdown summary table, and per-split reports (confusion matrix CSV/PNG, per-class table)."""
+    rows = []
+    for which, entry in results.items():
+        for split in ("val", "test"):
+            report = entry.get(split)
+            if report is None:
+                continue
+            write_report(report, reports_dir, f"{which}_{split}")
+            rows.append({"model": f"{which} (epoch {entry['epoch']:g})", "split": split, "top1": report["top1"],
+                         "mean_class_acc": report["mean_class_acc"], "macro_f1": report["macro_f1"],
+                         "images": report["count"]})
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    table = markdown_table(rows, ["model", "split", "top1", "mean_class_acc", "macro_f1", "images"])
+    atomic_write_text(run_dir / "results.md", f"# {header}\n\n{table}\n")
+    tqdm.write(f"\n{header}\n{table}")
+
+
+def _restore(ckpt: Path, model, optimizer, scaler, device, steps_per_epoch: int):
+    meta = json.loads((ckpt / "meta.json").read_text())
+    if meta.get("steps_per_epoch") != steps_per_epoch:
+        raise FraferError(f"cannot resume {ckpt}: it was made with {meta.get('steps_per_epoch')} steps per epoch, "
+                          f"the data and batch size now give {steps_per_epoch}")
+    try:
+        model.load_state_dict(load_weights(ckpt / WEIGHTS))
+    except RuntimeError as err:
+        raise FraferError(f"checkpoint {ckpt} does not match the model ({str(err).splitlines()[0]})") from None
+    state = load_state(ckpt / "state.pt")
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    common.set_rng_state(state["rng"], device)
+    tqdm.write(f"resuming from {ckpt} at step {state['step']}")
+    return int(state["step"]), meta.get("history", []), meta.get("best")
+
+

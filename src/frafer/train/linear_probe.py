@@ -1,0 +1,180 @@
+"""The fast linear probe: extract frozen-trunk features once, cache them, train the linear head on the cache.
+
+It replays exactly what the faithful loop (`frafer.train.finetune`, trunk frozen) does when the training
+augmentation is off: same head initialisation, batch order, targets, SGD and per-step cosine LR, so the two paths
+give the same head (tested). Training features may be averaged with their mirror image (probe.flip_average);
+validation and test features never are, so the reported numbers are those of the saved bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from frafer.config import FinetuneConfig, dump_yaml
+from frafer.data.fer import FERImages, FERSample, collate_fer
+from frafer.data.sampling import EpochBatchSampler
+from frafer.data.transforms import build_eval_transform
+from frafer.eval.metrics import classification_report
+from frafer.train import common
+from frafer.train.checkpoint import atomic_write_text, save_weights
+from frafer.train.fer_data import class_balanced_weights, make_targets, prepare_splits
+from frafer.train.finetune import FinetuneResult, build_classifier, build_optimizer, loss_fn, write_results
+from frafer.train.finetune import _save_model as save_model
+from frafer.train.metrics import MetricsLogger
+from frafer.train.optim import lr_at
+
+
+@torch.no_grad()
+def extract_features(
+    model, samples: list[FERSample], transform, device: torch.device, batch_size: int = 256, num_workers: int = 0,
+    flip_average: bool = False, precision: str = "fp32", desc: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled trunk features (N, C) in sample order, and a (N,) mask of the samples that could be read."""
+    loader = DataLoader(FERImages(samples, transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_fer)
+    model.eval()
+    feats, readable = None, torch.zeros(len(samples), dtype=torch.bool)
+    for images, _, index, _ in tqdm(loader, desc=desc or "features", leave=False, disable=not desc):
+        if not len(images):
+            continue
+        images = images.to(device, non_blocking=True)
+        with common.autocast(precision, device):
+            f = model.features(images).float()
+            if flip_average:
+                f = (f + model.features(images.flip(3)).float()) / 2
+        if feats is None:
+            feats = torch.zeros(len(samples), f.shape[1])
+        feats[index] = f.cpu()
+        readable[index] = True
+    if feats is None:
+        raise ValueError("no readable image to extract features from")
+    return feats, readable
+
+
+def _fingerprint(cfg: FinetuneConfig, init_record: dict, samples: list[FERSample], flip: bool) -> str:
+    """What the cached features depend on: weights file (path, size, mtime), input pipeline, sample list."""
+    source = init_record["source"]
+    stat = Path(source).stat() if Path(source).is_file() else None
+    parts = {
+        "source": source, "size": stat.st_size if stat else None, "mtime": stat.st_mtime_ns if stat else None,
+        "layout": init_record["layout"], "seed": cfg.train.seed if stat is None else None,
+        "image_size": cfg.data.image_size, "mean": list(cfg.aug.mean), "std": list(cfg.aug.std), "flip": flip,
+        "precision": cfg.train.precision,
+        "keys": hashlib.sha256("\n".join(s.key for s in samples).encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def cached_features(cache_dir: Path, name: str, fingerprint: str, compute) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load `name` from the cache if its fingerprint matches, else compute and store it."""
+    path = cache_dir / f"{name}.safetensors"
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            if (f.metadata() or {}).get("fingerprint") == fingerprint:
+                tensors = load_file(str(path))
+                return tensors["features"], tensors["readable"].bool()
+    feats, readable = compute()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(path, {"features": feats, "readable": readable.to(torch.uint8)}, {"fingerprint": fingerprint})
+    return feats, readable
+
+
+def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device) -> FinetuneResult:
+    """probe.path=cached: the whole linear probe on cached features; see the module docstring."""
+    t, p = cfg.train, cfg.probe
+    splits = prepare_splits(cfg.data, t.seed)
+    train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
+    tqdm.write(splits.summary())
+    model, init_record = build_classifier(cfg, len(splits.classes))
+    model.freeze_trunk()
+    model.to(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    atomic_write_text(run_dir / "init.json", json.dumps(init_record, indent=2))
+    info = common.run_info(t.seed, 1, device) | {"mode": "linear_probe (cached)", "data": splits.summary()}
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+
+    eval_tf = build_eval_transform(cfg.data.image_size, cfg.aug.mean, cfg.aug.std)
+    workers = cfg.data.num_workers
+    cache = run_dir / "features"
+
+    def features(name, samples, flip):
+        fingerprint = _fingerprint(cfg, init_record, samples, flip)
+        return cached_features(cache, name, fingerprint, lambda: extract_features(
+            model, samples, eval_tf, device, p.batch_size, workers, flip, t.precision, desc=f"features {name}"))
+
+    train_x, train_ok = features("train", train_samples, p.flip_average)
+    val = features("val", splits.val, False) if splits.val else None
+    test = features("test", splits.test, False) if splits.test else None
+
+    def evaluate(samples, feats):
+        x, ok = feats
+        with torch.no_grad():
+            logits = model.head(x[ok].to(device)).float().cpu()
+        labels = np.array([s.label for s, good in zip(samples, ok.tolist(), strict=True) if good])
+        report = classification_report(labels, logits.argmax(1).numpy(), list(splits.classes))
+        report["unreadable"] = int((~ok).sum())
+        return report
+
+    weights = class_balanced_weights(train_samples, len(splits.classes)) if cfg.data.balanced_sampler else None
+    sampler = EpochBatchSampler(len(train_samples), p.batch_size, 0, 1, t.seed, weights)
+    steps_per_epoch = len(train_samples) // p.batch_size
+    total_steps = steps_per_epoch * p.epochs
+    optimizer = build_optimizer(cfg, model, frozen=True)
+    criterion = loss_fn(cfg)
+    logger = MetricsLogger(run_dir, tensorboard=t.tensorboard)
+    history, best, best_head, step, loss = [], None, None, 0, math.nan
+    model.head.train()
+    for epoch in tqdm(range(p.epochs), desc="linear probe (cached)", leave=False):
+        sampler.set_epoch(epoch)
+        for keys in sampler:
+            rows = [(i, seed) for i, seed in keys if train_ok[i]]  # unreadable images drop out, as in the loop
+            scale = lr_at(step, total_steps, 0, 1.0, 0.0)
+            for g in optimizer.param_groups:
+                g["lr"] = g["base_lr"] * scale
+            if rows:
+                idx = torch.tensor([i for i, _ in rows])
+                targets = torch.stack([torch.as_tensor(target_fn(train_samples[i], i, s)) for i, s in rows])
+                logits = model.head(model.dropout(train_x[idx].to(device)))
+                loss_t = criterion(logits.float(), targets.to(device))
+                common.check_finite(step, {"loss": loss_t}, "Lower probe.lr.")
+                optimizer.zero_grad(set_to_none=True)
+                loss_t.backward()
+                optimizer.step()
+                loss = loss_t.item()
+            step += 1
+        finished = epoch + 1
+        logger.log(step, {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}, prefix="train")
+        if val is not None and (finished % t.eval_every_epochs == 0 or finished == p.epochs):
+            report = evaluate(splits.val, val)
+            history.append({"epoch": finished, "val_top1": report["top1"], "val_macro_f1": report["macro_f1"]})
+            logger.log(step, history[-1], prefix="val")
+            if t.select == "val" and (best is None or report["top1"] > best["val_top1"]):
+                best, best_head = history[-1], copy.deepcopy(model.head.state_dict())
+    logger.close()
+
+    results = {"last": {"epoch": p.epochs, "val": evaluate(splits.val, val) if val else None,
+                        "test": evaluate(splits.test, test) if test else None}}
+    selected = best is not None
+    save_model(run_dir / ("model_last" if selected else "model"), model, cfg, splits, init_record,
+               "linear_probe", p.epochs, results["last"]["val"])
+    if selected:
+        model.head.load_state_dict(best_head)
+        results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, val),
+                               "test": evaluate(splits.test, test) if test else None}
+        save_model(run_dir / "model", model, cfg, splits, init_record, "linear_probe", best["epoch"],
+                   results["best_val"]["val"])
+    write_results(run_dir, results, splits.classes, run_dir / "reports", f"linear probe (cached) on {splits.name}")
+    return FinetuneResult(run_dir, "linear_probe", step, loss, results)
