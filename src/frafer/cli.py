@@ -60,8 +60,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="which schema: pre-training or downstream (finetune / linear-probe)")
     cfg.add_argument("overrides", nargs="*", metavar="key=value")
 
-    demo = sub.add_parser("demo", help="pre-train on built-in synthetic faces and compare kNN with a random network")
-    demo.add_argument("--config", default="configs/demo.yaml", help="demo recipe (default: configs/demo.yaml)")
+    demo = sub.add_parser("demo", help="synthetic faces: pre-train FRA and BYOL, then probe and fine-tune")
+    demo.add_argument("--config", default="configs/demo.yaml", help="pre-training recipe (default: configs/demo.yaml)")
+    demo.add_argument("--finetune-config", default="configs/demo_finetune.yaml",
+                      help="downstream recipe (default: configs/demo_finetune.yaml)")
+    demo.add_argument("--ft", action="append", default=[], metavar="key=value",
+                      help="override of the downstream recipe (repeatable)")
     demo.add_argument("--out", default="runs/demo", help="demo folder: data and run (default: runs/demo)")
     demo.add_argument("overrides", nargs="*", metavar="key=value")
     return p
@@ -155,7 +159,7 @@ def _export(args) -> int:
 def _demo(args) -> int:
     from frafer.demo import run_demo
 
-    run_demo(args.config, args.out, args.overrides)
+    run_demo(args.config, args.out, args.overrides, args.finetune_config, args.ft)
     return 0
 
 

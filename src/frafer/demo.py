@@ -1,7 +1,10 @@
-"""`make demo`: write synthetic faces, pre-train FRA on them, compare kNN accuracy with the random-init network.
+"""`make demo`: the whole method on built-in synthetic faces, from pre-training to expression recognition.
 
-The kNN memory bank and query set use identities the pre-training never saw, so the figure measures how well the
-learned features separate expressions of new people.
+1. write synthetic faces: unlabelled ones for pre-training; labelled train / val / test splits of identities the
+   pre-training never saw (so the numbers measure how well features transfer to new people);
+2. pre-train FRA, and BYOL at the same budget (the kNN monitor runs on the labelled splits, before and after);
+3. linear probe and fine-tune from random init, BYOL and FRA at equal budgets;
+4. print one table (top-1 and macro-F1 on the test identities) and write it to summary.json / summary.md.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ import shutil
 import time
 from pathlib import Path
 
-from frafer.config import load_config
+from frafer.config import FinetuneConfig, load_config
 from frafer.data.labels import BASIC_EXPRESSIONS
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
+from frafer.eval.metrics import markdown_table
+from frafer.train.finetune import finetune, linear_probe
 from frafer.train.pretrain import pretrain
 
-KNN_BANK_IMAGES, KNN_VAL_IMAGES = 1400, 700
+FER_SPLITS = {"train": ("Training", 1400, 100), "val": ("PublicTest", 350, 25), "test": ("PrivateTest", 700, 50)}
+BYOL = ["loss.lambda_c=1", "loss.lambda_r=0"]  # METHOD.md: BYOL is FRA without its local branch
 
 
 def _write_once(folder: Path, **kwargs) -> Path:
@@ -32,43 +38,70 @@ def _write_once(folder: Path, **kwargs) -> Path:
     return folder
 
 
-def run_demo(config_path: str, out: str, overrides: list[str] = ()) -> dict:
+def write_demo_data(out_dir: Path, size: int, num_images: int, num_identities: int, seed: int) -> dict[str, Path]:
+    """Unlabelled pre-training faces and labelled train / val / test splits, each of its own identities."""
+    folders = {"pretrain": _write_once(out_dir / "pretrain", num_images=num_images, size=size,
+                                       num_identities=num_identities, seed=seed)}
+    offset = num_identities
+    for i, (split, (usage, count, identities)) in enumerate(FER_SPLITS.items(), start=1):
+        folders[split] = _write_once(out_dir / f"fer_{split}", num_images=count, size=size,
+                                     num_identities=identities, seed=seed + i, identity_offset=offset, usage=usage)
+        offset += identities
+    return folders
+
+
+def run_demo(config_path: str, out: str, overrides: list[str] = (),
+             finetune_config: str = "configs/demo_finetune.yaml", finetune_overrides: list[str] = ()) -> dict:
     base = load_config(config_path, overrides)
     if base.data.source != "synthetic":
         raise FraferError(f"the demo recipe must use data.source=synthetic, {config_path} says {base.data.source}")
     out_dir = Path(out)
-    size, syn = base.data.image_size, base.data.synthetic
+    syn = base.data.synthetic
     t0 = time.perf_counter()
     print(f"writing synthetic faces to {out_dir / 'data'} …", flush=True)
-    unlabelled = _write_once(out_dir / "data" / "pretrain", num_images=syn.num_images, size=size,
-                             num_identities=syn.num_identities, seed=syn.seed)
-    # Held-out identities for the kNN monitor: bank and queries share none with pre-training or each other.
-    bank = _write_once(out_dir / "data" / "knn_bank", num_images=KNN_BANK_IMAGES, size=size, num_identities=100,
-                       seed=syn.seed + 1, identity_offset=syn.num_identities)
-    val = _write_once(out_dir / "data" / "knn_val", num_images=KNN_VAL_IMAGES, size=size, num_identities=50,
-                      seed=syn.seed + 2, identity_offset=syn.num_identities + 100)
+    data = write_demo_data(out_dir / "data", base.data.image_size, syn.num_images, syn.num_identities, syn.seed)
     print(f"data ready in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    run_dir = out_dir / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config(config_path, [
-        *overrides, "data.source=folder", f"data.root={unlabelled}", f"monitor.knn_train_root={bank}",
-        f"monitor.knn_val_root={val}", "monitor.knn_at_start=true",
-    ])
-    t1 = time.perf_counter()
-    result = pretrain(cfg, run_dir)
-    minutes = (time.perf_counter() - t1) / 60
-    start, end = result.knn[0]["knn_top1"], result.knn[-1]["knn_top1"]
-    summary = {
-        "knn_top1_random_init": start, "knn_top1_fra": end, "epochs": cfg.train.epochs, "steps": result.step,
-        "pretrain_minutes": round(minutes, 2), "chance": 100 / len(BASIC_EXPRESSIONS), "run_dir": str(run_dir),
-    }
+    # Pre-training: FRA, then BYOL with the same data, schedule and budget.
+    pre_common = [*overrides, "data.source=folder", f"data.root={data['pretrain']}",
+                  f"monitor.knn_train_root={data['train']}", f"monitor.knn_val_root={data['test']}",
+                  "monitor.knn_at_start=true"]
+    runs, knn, minutes = {}, {}, {}
+    for method, extra in (("FRA", []), ("BYOL", BYOL)):
+        run_dir = out_dir / f"pretrain_{method.lower()}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"\n== pre-training {method} ==", flush=True)
+        tick = time.perf_counter()
+        result = pretrain(load_config(config_path, [*pre_common, *extra]), run_dir)
+        minutes[method] = (time.perf_counter() - tick) / 60
+        runs[method], knn[method] = run_dir, result.knn
+    knn_random = knn["FRA"][0]["knn_top1"]
+
+    # Downstream: linear probe and fine-tuning from each initialisation, same recipe and budget.
+    fer_data = [f"data.root={data['train']}", f"data.extra_roots=[{data['val']},{data['test']}]"]
+    rows = []
+    for name, init in (("random init", "none"), ("BYOL", runs["BYOL"]), ("FRA", runs["FRA"])):
+        row = {"init": name, "knn_top1": knn_random if init == "none" else knn[name][-1]["knn_top1"]}
+        for kind, entry in (("lp", linear_probe), ("ft", finetune)):
+            print(f"\n== {'linear probe' if kind == 'lp' else 'fine-tune'} from {name} ==", flush=True)
+            run_dir = out_dir / f"{kind}_{name.split()[0].lower()}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            cfg = load_config(finetune_config, [*fer_data, f"model.init={init}", *finetune_overrides], FinetuneConfig)
+            results = entry(cfg, run_dir).results
+            test = results["last"]["test"]  # the last epoch on the test identities: no selection involved
+            row[f"{kind}_top1"], row[f"{kind}_macro_f1"] = test["top1"], test["macro_f1"]
+        rows.append(row)
+
+    chance = 100 / len(BASIC_EXPRESSIONS)
+    columns = ["init", "knn_top1", "lp_top1", "lp_macro_f1", "ft_top1", "ft_macro_f1"]
+    table = markdown_table(rows, columns)
+    summary = {"rows": rows, "chance": chance, "pretrain_minutes": {k: round(v, 2) for k, v in minutes.items()},
+               "total_minutes": round((time.perf_counter() - t0) / 60, 2), "test_images": FER_SPLITS["test"][1]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print()
-    print(f"kNN top-1 on held-out synthetic identities ({len(BASIC_EXPRESSIONS)} expressions, "
-          f"chance {summary['chance']:.1f}%, k={cfg.monitor.knn_k}):")
-    trained = f"FRA, {cfg.train.epochs} epochs ({minutes:.1f} min)"
-    print(f"  {'random-init network':<32}{start:6.2f}%")
-    print(f"  {trained:<32}{end:6.2f}%")
-    print(f"run folder: {run_dir}")
+    (out_dir / "summary.md").write_text(table + "\n")
+    print(f"\nSynthetic expressions of {FER_SPLITS['test'][2]} unseen identities ({FER_SPLITS['test'][1]} test images,"
+          f" 7 classes, chance {chance:.1f}%); top-1 and macro-F1 in %, last epoch:\n")
+    print(table)
+    print(f"\npre-training: FRA {minutes['FRA']:.1f} min, BYOL {minutes['BYOL']:.1f} min; "
+          f"total {summary['total_minutes']:.1f} min; folder: {out_dir}")
     return summary

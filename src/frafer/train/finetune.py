@@ -164,10 +164,12 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
     min_lr = 0.0 if frozen else cfg.optim.min_lr
 
     ckpt = latest_checkpoint(run_dir) if resume else None
-    layout = None
-    if ckpt is not None:
-        layout = TrunkLayout.from_dict(json.loads((run_dir / "init.json").read_text())["layout"])
+    layout, recorded = None, None
+    if ckpt is not None:  # the trunk's layout and source as first built: bundles keep naming the real source
+        recorded = json.loads((run_dir / "init.json").read_text())
+        layout = TrunkLayout.from_dict(recorded["layout"])
     model, init_record = build_classifier(cfg, len(splits.classes), layout)
+    init_record = recorded or init_record
     if frozen:
         model.freeze_trunk()
     model.to(device)
@@ -308,9 +310,12 @@ def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epo
     last_folder = run_dir / ("model_last" if cfg.train.select == "val" and best is not None else "model")
     _save_model(last_folder, model, cfg, splits, init_record, mode, epoch, last_val)
     if cfg.train.select == "val" and best is not None:
-        model.load_state_dict(load_weights(run_dir / "model" / WEIGHTS))
-        results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, "validating"),
-                               "test": evaluate(splits.test, "testing") if splits.test else None}
+        if best["epoch"] == epoch:  # the last epoch is the best one: same weights, same reports
+            results["best_val"] = dict(results["last"])
+        else:
+            model.load_state_dict(load_weights(run_dir / "model" / WEIGHTS))
+            results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, "validating"),
+                                   "test": evaluate(splits.test, "testing") if splits.test else None}
     write_results(run_dir, results, splits.classes, reports_dir, header=f"{mode} on {splits.name}")
     return results
 
