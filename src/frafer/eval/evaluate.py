@@ -71,12 +71,13 @@ def evaluate_bundle(
         raise FraferError("give --format and --data: the bundle does not record the dataset it was trained on")
     data["num_classes"] = len(bundle.classes)
     cfg = build_config({"data": data}, [f"data.{o}" for o in options], FinetuneConfig)
-    if cfg.data.folds:  # the test fold of a subject-disjoint split needs the same split as training made
+    dataset = None if cfg.data.folds else read_configured_dataset(cfg.data)
+    if dataset is None or (split == "val" and split not in dataset.splits):
+        # a subject fold, or a validation split carved from train: rebuilt with the seed training used
         splits = prepare_splits(cfg.data, seed=int(bundle.info.get("config", {}).get("train", {}).get("seed", 0)))
         samples, name, notes = {"train": splits.train, "val": splits.val, "test": splits.test}.get(split), \
             splits.name, splits.notes
     else:
-        dataset = read_configured_dataset(cfg.data)
         notes: dict = {}
         samples = evaluable(dataset.split(split), bundle.classes, notes, split)
         name = dataset.name

@@ -8,9 +8,12 @@ data → model → optimiser → (resume) → epochs → validation → selectio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,20 +230,21 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
                 lr_scale = lr_at(step, total_steps, warmup_steps, 1.0, 0.0)
                 for g in optimizer.param_groups:
                     g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
-                if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
-                    with common.autocast(t.precision, device):
-                        logits = net(images.to(device, non_blocking=True))
-                    loss = criterion(logits.float(), targets.to(device))
-                    common.check_finite(step, {"loss": loss}, _NAN_ADVICE)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.optim.grad_clip > 0 and not frozen:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    result.last_loss = loss.item()
-                step += 1
+                with _whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
+                    if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
+                        with common.autocast(t.precision, device):
+                            logits = net(images.to(device, non_blocking=True))
+                        loss = criterion(logits.float(), targets.to(device))
+                        common.check_finite(step, {"loss": loss}, _NAN_ADVICE)
+                        optimizer.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                        if cfg.optim.grad_clip > 0 and not frozen:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        result.last_loss = loss.item()
+                    step += 1
                 seen += len(images) * ctx.world_size
                 result.step = step
                 if step % t.log_every == 0 or step == last_step:
@@ -289,6 +293,26 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
     distributed.barrier()
     logger.close()
     return result
+
+
+@contextlib.contextmanager
+def _whole_step():
+    """Hold back SIGINT (Ctrl-C) until the block ends, then deliver it to the handler that was in place.
+
+    Interrupted mid-step, the checkpoint would hold batch-norm statistics of a forward pass whose update was never
+    applied, and the resumed run would repeat that forward: no longer exact. Only the main thread can do this.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)
 
 
 def _save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, mode: str,

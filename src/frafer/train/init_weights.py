@@ -91,8 +91,9 @@ def _recorded_maxpool(weights_path: Path) -> bool | None:
         if (folder / "bundle.json").is_file():
             return bool(json.loads((folder / "bundle.json").read_text())["trunk"]["remove_maxpool"])
         if (folder / "config.yaml").is_file():
-            model = (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("model") or {}
-            return bool(model.get("remove_maxpool", False))
+            recorded = _config_maxpool(folder / "config.yaml")
+            if recorded is not None:
+                return recorded
     if weights_path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -101,6 +102,17 @@ def _recorded_maxpool(weights_path: Path) -> bool | None:
         if recorded:
             return bool(json.loads(recorded).get("remove_maxpool", False))
     return None
+
+
+def _config_maxpool(config: Path) -> bool | None:
+    """model.remove_maxpool of a frafer run's config.yaml; None for any other YAML (another tool's config)."""
+    try:
+        tree = yaml.safe_load(config.read_text())
+    except yaml.YAMLError:
+        return None
+    model = tree.get("model") if isinstance(tree, dict) else None
+    value = model.get("remove_maxpool") if isinstance(model, dict) else None
+    return value if isinstance(value, bool) else None
 
 
 def resolve_init(init: str) -> Path:

@@ -1,0 +1,587 @@
+"""Downstream expression recognition: fine-tune, linear probe (cached = faithful), resume, init sources, bundles,
+evaluation, crowd modes, balanced sampling, bad input, subject folds, verification and the CLI around them."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import shutil
+import signal
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from frafer.bundle import load_bundle
+from frafer.cli import main
+from frafer.config import FinetuneConfig, build_config, load_config
+from frafer.data.fer import FERImages, FERSample, collate_fer
+from frafer.data.labels import EXPRESSIONS
+from frafer.data.sampling import EpochBatchSampler, sample_seed
+from frafer.data.synthetic import write_synthetic_dataset
+from frafer.errors import FraferError
+from frafer.eval import metrics as metrics_module
+from frafer.eval.evaluate import evaluate_bundle
+from frafer.eval.verify import verify_checkpoint
+from frafer.models.classifier import FERClassifier
+from frafer.train import finetune as finetune_module
+from frafer.train import linear_probe as linear_probe_module
+from frafer.train.checkpoint import latest_checkpoint, load_weights
+from frafer.train.export import export_backbone
+from frafer.train.fer_data import class_balanced_weights, make_targets, prepare_splits
+from frafer.train.finetune import build_classifier, finetune, linear_probe
+from frafer.train.init_weights import TrunkLayout, load_trunk
+from frafer.train.pretrain import pretrain
+from tests.test_verification import write_lfw
+
+TINY = [
+    "data.format=synthetic", "data.image_size=32", "data.num_workers=0", "model.arch=resnet18", "model.width=4",
+    "model.remove_maxpool=true", "train.precision=fp32", "train.tensorboard=false", "train.device=cpu",
+    "train.batch_size=8", "train.log_every=1", "optim.warmup_epochs=1", "probe.batch_size=8",
+]
+AUG_OFF = ["aug.flip_p=0", "aug.jitter=[0,0,0,0]", "aug.translate=0", "aug.rotate=0", "aug.erase_p=0"]
+TINY_FRA = [
+    "model.arch=resnet18", "model.width=8", "model.remove_maxpool=true", "model.proj_hidden_dim=32",
+    "model.proj_dim=16", "model.query_dim=16", "model.decoder_heads=4", "model.decoder_ffn_dim=16",
+    "model.num_queries=4", "data.image_size=32", "data.num_workers=0", "train.batch_size=16",
+    "train.precision=fp32", "train.tensorboard=false", "train.log_every=1", "train.device=cpu",
+    "optim.warmup_epochs=1", "monitor.knn_at_start=false",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These networks are tiny: on a busy 2-core machine two OpenMP threads cost far more than they compute."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def quick_figures(monkeypatch):
+    """Confusion PNGs as a plain grey image of the counts: the Matplotlib figure costs ~0.4 s each and is drawn
+    for real by the shared fine-tuning run the report tests read."""
+
+    def figure(cm, classes, title, path):
+        Image.fromarray(np.uint8(255 * cm / max(cm.max(), 1))).save(path, format="PNG")
+
+    monkeypatch.setattr(metrics_module, "_confusion_figure", figure)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Three synthetic folders merged by Usage: train 32 (4 steps of 8), val 12, test 12; disjoint identities."""
+    base = tmp_path_factory.mktemp("fer")
+    train = write_synthetic_dataset(base / "train", 32, size=32, num_identities=8, seed=0, usage="Training")
+    val = write_synthetic_dataset(base / "val", 12, size=32, num_identities=4, seed=1, identity_offset=8,
+                                  usage="PublicTest")
+    test = write_synthetic_dataset(base / "test", 12, size=32, num_identities=4, seed=2, identity_offset=12,
+                                   usage="PrivateTest")
+    return {"train": train, "val": val, "test": test}
+
+
+def cfg_for(data, *more, train_root=None, extra=("val", "test")) -> FinetuneConfig:
+    roots = [f"data.root={train_root or data['train']}", f"data.extra_roots=[{','.join(str(data[k]) for k in extra)}]"]
+    return build_config({}, [*TINY, *roots, *more], FinetuneConfig)
+
+
+def metrics_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def equal_weights(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def ft_run(data, tmp_path_factory):
+    """One uninterrupted 2-epoch fine-tune (8 steps, selection on val), with real figures: read by several tests."""
+    run_dir = tmp_path_factory.mktemp("ft") / "run"
+    result = finetune(cfg_for(data, "train.epochs=2"), run_dir)
+    return run_dir, result
+
+
+@pytest.fixture(scope="module")
+def lp_faithful(data, tmp_path_factory):
+    """The faithful linear probe with the training augmentation off, 2 epochs."""
+    run_dir = tmp_path_factory.mktemp("lp") / "faithful"
+    result = linear_probe(cfg_for(data, "probe.path=faithful", "probe.epochs=2", *AUG_OFF), run_dir)
+    return run_dir, result
+
+
+@pytest.fixture(scope="module")
+def lfw(tmp_path_factory):
+    return write_lfw(tmp_path_factory.mktemp("verify"))
+
+
+@pytest.fixture(scope="module")
+def fra_run(data, lfw, tmp_path_factory):
+    """A tiny FRA pre-training run (width 8, no max-pool; 2 steps) with the LFW verification monitor on."""
+    run_dir = tmp_path_factory.mktemp("fra") / "run"
+    cfg = load_config(None, [*TINY_FRA, "data.source=folder", f"data.root={data['train']}", "train.epochs=1",
+                             "monitor.verify_pairs=lfw", f"monitor.verify_root={lfw}"])
+    return run_dir, pretrain(cfg, run_dir)
+
+
+# ----------------------------------------------------------------------------------------------- linear probe
+
+
+def test_cached_linear_probe_equals_faithful_without_augmentation(data, lp_faithful, tmp_path, quick_figures):
+    faithful_dir, faithful = lp_faithful
+    cached = linear_probe(cfg_for(data, "probe.path=cached", "probe.flip_average=false", "probe.epochs=2"),
+                          tmp_path / "cached")
+    assert cached.step == faithful.step == 8
+    assert (tmp_path / "cached" / "features" / "train.safetensors").is_file()
+    for folder in ("model", "model_last"):
+        a = load_weights(faithful_dir / folder / "weights.safetensors")
+        b = load_weights(tmp_path / "cached" / folder / "weights.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("trunk."))  # the trunk is never trained
+        for k in ("head.weight", "head.bias"):
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+        assert (a["head.weight"] != 0).any() and not torch.allclose(a["head.bias"], torch.zeros(7))  # it did learn
+    fa = json.loads((faithful_dir / "results.json").read_text())
+    ca = json.loads((tmp_path / "cached" / "results.json").read_text())
+    assert fa.keys() == ca.keys()
+    for which in fa:
+        assert fa[which]["epoch"] == ca[which]["epoch"]
+        for split in ("val", "test"):
+            assert fa[which][split]["confusion"] == ca[which][split]["confusion"]
+            assert fa[which][split]["top1"] == pytest.approx(ca[which][split]["top1"])
+
+
+def test_cached_probe_reuses_its_feature_cache(data, tmp_path, quick_figures, monkeypatch):
+    cfg = cfg_for(data, "probe.path=cached", "probe.epochs=1")
+    linear_probe(cfg, tmp_path / "run")
+    first = json.loads((tmp_path / "run" / "results.json").read_text())
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted again although the cache matches")
+
+    monkeypatch.setattr(linear_probe_module, "extract_features", no_extraction)
+    linear_probe(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == first
+
+
+# ----------------------------------------------------------------------------------------------- resume
+
+
+def test_finetune_resume_is_bit_exact(data, ft_run, tmp_path, quick_figures):
+    straight_dir, straight = ft_run
+    assert straight.step == 8 and straight.stopped == "completed" and math.isfinite(straight.last_loss)
+    first = finetune(cfg_for(data, "train.epochs=2", "train.max_steps=3"), tmp_path / "run")
+    assert first.step == 3 and first.stopped == "max_steps"
+    resumed = finetune(cfg_for(data, "train.epochs=2"), tmp_path / "run", resume=True)
+    assert resumed.step == 8 and resumed.stopped == "completed"
+    a = load_weights(latest_checkpoint(straight_dir) / "weights.safetensors")
+    b = load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors")
+    assert equal_weights(a, b), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert resumed.last_loss == straight.last_loss
+    assert resumed.results["best_val"]["epoch"] == straight.results["best_val"]["epoch"]
+    assert resumed.results["last"]["test"]["confusion"] == straight.results["last"]["test"]["confusion"]
+    # the bundle of a resumed run still names where its trunk came from, not "resumed"
+    info = json.loads((tmp_path / "run" / "model" / "bundle.json").read_text())["info"]
+    assert info["init"] == "none (random init)"
+
+
+def test_faithful_linear_probe_resumes(data, lp_faithful, tmp_path, quick_figures):
+    straight_dir, straight = lp_faithful
+    cfg = [*AUG_OFF, "probe.path=faithful", "probe.epochs=2"]
+    assert linear_probe(cfg_for(data, *cfg, "train.max_steps=5"), tmp_path / "run").step == 5
+    resumed = linear_probe(cfg_for(data, *cfg), tmp_path / "run", resume=True)
+    assert resumed.step == 8
+    a = load_weights(latest_checkpoint(straight_dir) / "weights.safetensors")
+    b = load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors")
+    assert equal_weights(a, b)
+
+
+def test_ctrl_c_checkpoints_and_the_resume_is_exact(data, ft_run, tmp_path, quick_figures, monkeypatch):
+    real, calls = finetune_module.loss_fn, {"n": 0}
+
+    def interrupting(cfg):
+        criterion = real(cfg)
+
+        def loss(logits, target):
+            calls["n"] += 1
+            if calls["n"] == 6:  # Ctrl-C in the middle of step 6, after its forward pass
+                signal.raise_signal(signal.SIGINT)
+            return criterion(logits, target)
+
+        return loss
+
+    monkeypatch.setattr(finetune_module, "loss_fn", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg_for(data, "train.epochs=2"), tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt.name == "step_00000006" and json.loads((ckpt / "meta.json").read_text())["reason"] == "interrupted"
+    monkeypatch.undo()
+    assert finetune(cfg_for(data, "train.epochs=2"), tmp_path / "run", resume=True).step == 8
+    a = load_weights(latest_checkpoint(ft_run[0]) / "weights.safetensors")
+    assert equal_weights(a, load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors"))
+
+
+def test_resume_refuses_another_batch_size(data, ft_run, tmp_path, quick_figures):
+    finetune(cfg_for(data, "train.epochs=2", "train.max_steps=2"), tmp_path / "run")
+    with pytest.raises(FraferError, match="4 steps per epoch, the data and batch size now give 2"):
+        finetune(cfg_for(data, "train.epochs=2", "train.batch_size=16"), tmp_path / "run", resume=True)
+
+
+# ----------------------------------------------------------------------------------------------- init sources
+
+
+def ft_with_init(data, init, *more) -> FinetuneConfig:
+    # width / max-pool deliberately unlike the tiny FRA run's, so a layout taken from the run shows
+    return cfg_for(data, f"model.init={init}", "model.width=4", "model.remove_maxpool=false", *more)
+
+
+def test_init_from_an_fra_run_takes_its_trunk_and_layout(data, fra_run):
+    run_dir, _ = fra_run
+    online = load_weights(latest_checkpoint(run_dir) / "weights.safetensors")
+    expected = {k[len("online.trunk."):]: v for k, v in online.items() if k.startswith("online.trunk.")}
+    model, record = build_classifier(ft_with_init(data, run_dir), 7)
+    assert equal_weights(model.trunk.state_dict(), expected)
+    assert record["layout"] == {"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 8, "remove_maxpool": True}
+    assert record["source"] == str(latest_checkpoint(run_dir) / "weights.safetensors")
+    assert model.head.in_features == 64 and model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_init_from_an_exported_backbone(data, fra_run, tmp_path):
+    run_dir, _ = fra_run
+    exported = export_backbone(run_dir)
+    expected = {k[len("online.trunk."):]: v for k, v in load_weights(
+        latest_checkpoint(run_dir) / "weights.safetensors").items() if k.startswith("online.trunk.")}
+    model, record = build_classifier(ft_with_init(data, exported), 7)
+    assert equal_weights(model.trunk.state_dict(), expected) and record["layout"]["remove_maxpool"] is True
+    # moved away from its run folder, the file's own metadata still says the run had no max-pool
+    alone = tmp_path / "elsewhere" / "backbone.safetensors"
+    alone.parent.mkdir()
+    shutil.copy(exported, alone)
+    trunk, record = load_trunk(str(alone), "resnet50", [], 64, False)
+    assert record["layout"]["remove_maxpool"] is True and record["layout"]["width"] == 8
+    assert equal_weights(trunk.state_dict(), expected)
+
+
+def test_init_from_a_torchvision_pth(data, tmp_path):
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "weights" / "resnet18.pth"
+    path.parent.mkdir()
+    torch.save(reference, path)
+    (tmp_path / "config.yaml").write_text("name: some other tool's settings\n")  # not a frafer run: ignored
+    trunk, record = load_trunk(str(path), "resnet50", [], 4, True)
+    assert record["layout"] == {"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 64, "remove_maxpool": True}
+    state = trunk.state_dict()
+    assert set(state) == {k for k in reference if not k.startswith("fc.")}
+    assert all(torch.equal(state[k], reference[k]) for k in state)
+    # wrapped in a {"state_dict": …} with a "module." prefix, as DataParallel training scripts save it
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.items()}}, tmp_path / "wrapped.pth")
+    trunk, _ = load_trunk(str(tmp_path / "wrapped.pth"), "resnet50", [], 4, False)
+    assert torch.equal(trunk.layer4[1].conv2.weight, reference["layer4.1.conv2.weight"])
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_init_refuses_pickled_objects_and_missing_paths(data, tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"conv1.weight": _RunsCode(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(FraferError, match=r"evil\.pth cannot be loaded safely"):
+        build_classifier(ft_with_init(data, tmp_path / "evil.pth"), 7)
+    assert not marker.exists()
+    (tmp_path / "raw.pth").write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(FraferError, match="cannot be loaded safely"):
+        load_trunk(str(tmp_path / "raw.pth"), "resnet18", [], 4, False)
+    assert not marker.exists()
+    missing = tmp_path / "no" / "such" / "run"
+    with pytest.raises(FraferError, match=f"model.init {missing}: no such file or folder"):
+        build_classifier(ft_with_init(data, missing), 7)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FraferError, match="a folder without checkpoints"):
+        load_trunk(str(tmp_path / "empty"), "resnet18", [], 4, False)
+
+
+def test_init_none_is_random_but_seeded(data, fra_run):
+    model, record = build_classifier(cfg_for(data, "model.init=none"), 7)
+    again, _ = build_classifier(cfg_for(data, "model.init=none"), 7)
+    other, _ = build_classifier(cfg_for(data, "model.init=none", "train.seed=1"), 7)
+    assert record["source"] == "none (random init)"
+    assert record["layout"] == {"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 4, "remove_maxpool": True}
+    assert equal_weights(model.state_dict(), again.state_dict())
+    assert not torch.equal(model.trunk.conv1.weight, other.trunk.conv1.weight)
+
+
+def test_init_from_a_finetuning_run_takes_its_bundle(data, ft_run):
+    run_dir, _ = ft_run
+    model, record = build_classifier(ft_with_init(data, run_dir), 7)
+    bundle = load_weights(run_dir / "model" / "weights.safetensors")
+    assert equal_weights(model.trunk.state_dict(), {k[6:]: v for k, v in bundle.items() if k.startswith("trunk.")})
+    assert record["layout"]["width"] == 4 and record["layout"]["remove_maxpool"] is True
+
+
+# ----------------------------------------------------------------------------------------------- bundle and reports
+
+
+def test_bundle_rebuilds_the_selected_model(data, ft_run):
+    run_dir, result = ft_run
+    best_epoch = int(result.results["best_val"]["epoch"])
+    ckpt = run_dir / "checkpoints" / f"step_{best_epoch * 4:08d}"
+    layout = TrunkLayout.from_dict(json.loads((run_dir / "init.json").read_text())["layout"])
+    trained = FERClassifier(layout.build(), 7)
+    trained.load_state_dict(load_weights(ckpt / "weights.safetensors"))
+    trained.eval()
+    bundle = load_bundle(run_dir)
+    assert bundle.classes == EXPRESSIONS[:7] and bundle.input_size == 32 and bundle.layout == layout
+    assert bundle.info["epoch"] == best_epoch and bundle.info["init"] == "none (random init)"
+    splits = prepare_splits(cfg_for(data).data, 0)
+    images, _, _, _ = collate_fer([FERImages(splits.test, bundle.transform())[i] for i in range(6)])
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.model(images), trained(images), rtol=0, atol=0)
+    last = load_bundle(run_dir / "model_last")
+    assert last.info["epoch"] == 2
+    assert equal_weights(last.model.state_dict(), load_weights(run_dir / "checkpoints" / "step_00000008"
+                                                                / "weights.safetensors"))
+
+
+def test_evaluate_bundle_reproduces_the_test_report(data, ft_run):
+    run_dir, _ = ft_run
+    results = json.loads((run_dir / "results.json").read_text())
+    report, files = evaluate_bundle(run_dir, None, None, "test")
+    expected = results["best_val"]["test"]
+    assert report["confusion"] == expected["confusion"] and report["top1"] == pytest.approx(expected["top1"])
+    assert report["count"] == 12 and files["md"].is_file() and files["png"].is_file()
+    # the same numbers when the dataset is named explicitly (here: only its test folder)
+    again, _ = evaluate_bundle(run_dir, "synthetic", str(data["test"]), "test", out_dir=run_dir / "again")
+    assert again["confusion"] == expected["confusion"]
+
+
+def test_evaluate_rebuilds_a_validation_split_carved_from_train(data, tmp_path, quick_figures):
+    # like RAF-DB: no validation folder, so training held out 25 % of the training identities
+    cfg = cfg_for(data, "train.epochs=1", "data.val_fraction=0.25", "train.seed=3", extra=("test",))
+    result = finetune(cfg, tmp_path / "run")
+    expected = result.results["best_val"]["val"]
+    assert 0 < expected["count"] < 32
+    report, _ = evaluate_bundle(tmp_path / "run", None, None, "val")
+    assert report["count"] == expected["count"] and report["confusion"] == expected["confusion"]
+
+
+def test_run_folder_reports(data, ft_run):
+    run_dir, _ = ft_run
+    results = json.loads((run_dir / "results.json").read_text())
+    splits = prepare_splits(cfg_for(data).data, 0)
+    for which in ("last", "best_val"):
+        for split, samples in (("val", splits.val), ("test", splits.test)):
+            assert np.asarray(results[which][split]["confusion"]).sum() == len(samples)
+            stem = run_dir / "reports" / f"{which}_{split}"
+            png = Path(f"{stem}_confusion.png")
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(png).size[0] > 100
+            rows = Path(f"{stem}_confusion.csv").read_text().splitlines()
+            assert rows[0].split(",")[1:] == list(EXPRESSIONS[:7]) and len(rows) == 8
+    md = (run_dir / "results.md").read_text()
+    assert md.startswith("# finetune on synthetic") and md.count("| test |") == 2
+    history = [x for x in metrics_lines(run_dir) if x["kind"] == "val"]
+    assert [x["epoch"] for x in history] == [1, 2]
+
+
+def test_damaged_bundles_are_refused(ft_run, tmp_path):
+    run_dir, _ = ft_run
+    wrong = shutil.copytree(run_dir / "model", tmp_path / "wrong")
+    meta = json.loads((wrong / "bundle.json").read_text())
+    (wrong / "bundle.json").write_text(json.dumps(meta | {"format": "something-else"}))
+    with pytest.raises(FraferError, match="format is 'something-else', expected 'frafer-fer-bundle'"):
+        load_bundle(wrong)
+    cut = shutil.copytree(run_dir / "model", tmp_path / "cut")
+    weights = (cut / "weights.safetensors").read_bytes()
+    (cut / "weights.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(FraferError, match="not a readable safetensors file"):
+        load_bundle(cut)
+    with pytest.raises(FraferError, match="is not a model bundle"):
+        load_bundle(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------- crowd labels
+
+
+@pytest.mark.parametrize("mode", ["majority", "multilabel", "probability", "crossentropy"])
+def test_crowd_modes_train(data, tmp_path, quick_figures, mode):
+    result = finetune(cfg_for(data, f"data.crowd_mode={mode}", "train.epochs=1", "train.select=last"),
+                      tmp_path / mode)
+    assert result.step >= 1 and result.stopped == "completed" and math.isfinite(result.last_loss)
+    losses = [x["loss"] for x in metrics_lines(tmp_path / mode) if x["kind"] == "train"]
+    assert len(losses) == result.step and all(math.isfinite(x) for x in losses)
+
+
+def test_probability_mode_draws_per_epoch_and_reproducibly(data):
+    splits = prepare_splits(cfg_for(data, "data.crowd_mode=probability").data, 0)
+    kept, target_fn = make_targets(splits.train, "probability", 7)
+    assert kept
+
+    def draws(seed, epoch):
+        return [int(torch.as_tensor(target_fn(s, i, sample_seed(seed, epoch, i))).argmax()) for i, s in
+                enumerate(kept)]
+
+    for i, s in enumerate(kept):
+        target = target_fn(s, i, 0)
+        assert target.shape == (7,) and target.sum() == 1 and set(target.tolist()) <= {0.0, 1.0}
+    epochs = [draws(0, e) for e in range(6)]
+    assert epochs[0] == draws(0, 0) and epochs[3] == draws(0, 3)
+    assert any(len({e[i] for e in epochs}) > 1 for i in range(len(kept)))  # some ambiguous face changes label
+    # an image whose votes are unanimous is drawn the same every epoch
+    _, table_fn = make_targets(kept, "crossentropy", 7)
+    sure = [i for i in range(len(kept)) if table_fn(kept[i], i, 0).max() == 1]
+    assert sure and all(len({e[i] for e in epochs}) == 1 for i in sure)
+
+
+# ----------------------------------------------------------------------------------------------- balanced sampling
+
+
+def test_class_balanced_sampler_draws_classes_evenly():
+    samples = [FERSample(Path(f"{i}.png"), label, f"{i}") for i, label in enumerate([0] * 80 + [1] * 15 + [2] * 5)]
+    weights = class_balanced_weights(samples, 7)
+    assert weights.sum().item() == pytest.approx(3.0)
+    sampler = EpochBatchSampler(len(samples), 10, seed=3, weights=weights)
+    counts: Counter = Counter()
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        counts.update(samples[i].label for batch in sampler for i, _ in batch)
+    total = sum(counts.values())
+    assert total == 2000 and all(abs(counts[c] / total - 1 / 3) < 0.05 for c in (0, 1, 2))
+    plain = EpochBatchSampler(len(samples), 10, seed=3)
+    assert Counter(samples[i].label for batch in plain for i, _ in batch)[0] == 80  # a permutation otherwise
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def test_corrupt_training_image_is_skipped_and_counted(data, tmp_path, quick_figures, capsys):
+    root = shutil.copytree(data["train"], tmp_path / "train_copy")
+    broken = sorted(root.glob("*/*.png"))[5]
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing")
+    result = finetune(cfg_for(data, "train.epochs=1", "train.select=last", train_root=root), tmp_path / "run")
+    assert result.step == 4 and result.stopped == "completed" and math.isfinite(result.last_loss)
+    assert "skipped 1 unreadable image(s) in epoch 1" in capsys.readouterr().out
+    assert [x["unreadable"] for x in metrics_lines(tmp_path / "run") if x["kind"] == "data"] == [1]
+
+
+def test_missing_root_fails_before_any_model(data, tmp_path, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(finetune_module, "build_classifier", no_model)
+    monkeypatch.setattr(linear_probe_module, "build_classifier", no_model)
+    missing = tmp_path / "nowhere"
+    cfg = build_config({}, [*TINY, f"data.root={missing}"], FinetuneConfig)
+    with pytest.raises(FraferError, match=str(missing)):
+        finetune(cfg, tmp_path / "run")
+    with pytest.raises(FraferError, match=str(missing)):
+        linear_probe(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(FraferError, match=r"'data.crowd_mode': majority needs annotator votes.*data.format=folders"):
+        build_config({}, ["data.format=folders", f"data.root={tmp_path}", "data.crowd_mode=majority"],
+                     FinetuneConfig)
+    with pytest.raises(FraferError, match=r"unknown config key 'train.epochz'"):
+        build_config({}, [f"data.root={tmp_path}", "train.epochz=3"], FinetuneConfig)
+    with pytest.raises(FraferError, match=r"'data.root': required"):
+        build_config({}, [], FinetuneConfig)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    code = main(["finetune", "--run-dir", str(tmp_path / "run"), "data.format=synthetic",
+                 f"data.root={tmp_path / 'nope'}", "train.device=cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("frafer: error:") and "nope" in err[0]
+    code = main(["evaluate", str(tmp_path / "nonexistent")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("frafer: error:") and "nonexistent" in err[0]
+    code = main(["linear-probe", "--resume", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no config.yaml" in err[0]
+
+
+def test_cli_linear_probe_evaluate_and_verify(data, fra_run, lfw, tmp_path, capsys, quick_figures):
+    run = tmp_path / "lp"
+    overrides = [o for o in TINY if not o.startswith("train.device")] + [
+        f"data.root={data['train']}", f"data.extra_roots=[{data['val']},{data['test']}]", "probe.epochs=1",
+        f"model.init={fra_run[0]}"]
+    assert main(["linear-probe", "--run-dir", str(run), *overrides]) == 0
+    assert f"completed at step 4; results: {run / 'results.md'}" in capsys.readouterr().out
+    top1 = json.loads((run / "results.json").read_text())["best_val"]["test"]["top1"]
+    assert main(["evaluate", str(run), "--workers", "0", "--out", str(tmp_path / "eval")]) == 0
+    assert f"test: top-1 {top1:.2f}%" in capsys.readouterr().out and (tmp_path / "eval").is_dir()
+    assert main(["verify", str(run), "--pairs", "lfw", "--root", str(lfw), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "lfw: accuracy" in out and (run / "model" / "verification_lfw.json").is_file()
+
+
+def test_config_keys_list_the_finetune_defaults(capsys):
+    assert main(["config", "--kind", "finetune", "--keys"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "optim.lr = 0.0002" in out and "optim.weight_decay = 0.05" in out and "probe.path = 'cached'" in out
+
+
+# ----------------------------------------------------------------------------------------------- subject folds
+
+
+@pytest.fixture
+def subject_folders(tmp_path) -> Path:
+    """root/<expression>/S0k_n.png: 6 subjects x 7 expressions x 2 images, a colour per expression."""
+    root = tmp_path / "ck"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(EXPRESSIONS[:7]):
+        (root / name).mkdir(parents=True)
+        for subject in range(1, 7):
+            for n in range(2):
+                pixels = rng.integers(0, 60, (32, 32, 3)) + np.array([30 * c, 200 - 25 * c, 90])
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"S{subject:02d}_{n}.png")
+    return root
+
+
+def test_subject_folds_are_disjoint_and_train(subject_folders, tmp_path, quick_figures):
+    overrides = [*TINY, "data.format=folders", f"data.root={subject_folders}", r"data.subject_pattern=^(S\d+)_",
+                 "data.folds=3", "data.fold=1", "data.balanced_sampler=true", "train.epochs=1"]
+    cfg = build_config({}, overrides, FinetuneConfig)
+    splits = prepare_splits(cfg.data, cfg.train.seed)
+    train, val, test = ({s.subject for s in part} for part in (splits.train, splits.val, splits.test))
+    assert len(test) == 2 and len(train) + len(val) == 4 and val
+    assert not (train & test) and not (train & val) and not (val & test)
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 84
+    other = prepare_splits(build_config({}, [*overrides[:-3], "data.fold=0"], FinetuneConfig).data, 0)
+    assert {s.subject for s in other.test}.isdisjoint(test)  # another fold tests other people
+    result = finetune(cfg, tmp_path / "run")
+    assert result.step == len(splits.train) // 8 and math.isfinite(result.last_loss)
+    assert result.results["last"]["test"]["count"] == len(splits.test)
+    report, _ = evaluate_bundle(tmp_path / "run", None, None, "test")  # the fold is recorded in the bundle
+    assert report["count"] == len(splits.test)
+
+
+# ----------------------------------------------------------------------------------------------- verification
+
+
+def test_verify_checkpoint_on_lfw(fra_run, lfw):
+    run_dir, _ = fra_run
+    result, path = verify_checkpoint(str(run_dir), "lfw", str(lfw))
+    assert 0 <= result["accuracy"] <= 100 and 0 <= result["auc"] <= 100
+    assert result["pairs"] == 8 and result["image_size"] == 32 and result["protocol"] == "lfw"
+    assert path == latest_checkpoint(run_dir) / "verification_lfw.json"
+    assert json.loads(path.read_text())["accuracy"] == result["accuracy"]
+
+
+def test_pretraining_monitors_verification(fra_run):
+    run_dir, result = fra_run
+    assert result.step == 2 and [v["epoch"] for v in result.verification] == [1]
+    record = result.verification[0]
+    assert 0 <= record["accuracy"] <= 100 and record["skipped_pairs"] == 0
+    logged = [x for x in metrics_lines(run_dir) if x["kind"] == "monitor"]
+    assert len(logged) == 1 and logged[0]["verify_accuracy"] == record["accuracy"]
