@@ -50,9 +50,14 @@ def _recorded_input(weights_source: str) -> tuple[int, tuple, tuple] | None:
             meta = json.loads((folder / "bundle.json").read_text())
             return int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
         if (folder / "config.yaml").is_file():
-            cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-            aug, data = cfg.get("aug") or {}, cfg.get("data") or {}
-            if "image_size" in data:
+            try:
+                cfg = yaml.safe_load((folder / "config.yaml").read_text())
+            except yaml.YAMLError:
+                continue  # not a run's config: keep looking further up
+            if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
+                continue
+            aug, data = cfg.get("aug") if isinstance(cfg.get("aug"), dict) else {}, cfg["data"]
+            if isinstance(data.get("image_size"), int):
                 return (int(data["image_size"]), tuple(aug.get("mean", VGGFACE2_MEAN)),
                         tuple(aug.get("std", VGGFACE2_STD)))
     return None

@@ -6,7 +6,9 @@ import contextlib
 import math
 import platform
 import random
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -84,3 +86,23 @@ def check_finite(step: int, parts: dict[str, torch.Tensor], advice: str) -> None
                 f"loss part '{name}' is {float(value)} at step {step + 1}; stopping (the last checkpoint is intact). "
                 + advice
             )
+
+
+@contextlib.contextmanager
+def whole_step():
+    """Hold back SIGINT (Ctrl-C) until the block ends, then deliver it to the handler that was in place.
+
+    Interrupted mid-step, the checkpoint would hold batch-norm statistics of a forward pass whose update was never
+    applied, and the resumed run would repeat that forward: no longer exact. Only the main thread can do this.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)

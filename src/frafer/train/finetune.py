@@ -8,12 +8,9 @@ data → model → optimiser → (resume) → epochs → validation → selectio
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,7 +227,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
                 lr_scale = lr_at(step, total_steps, warmup_steps, 1.0, 0.0)
                 for g in optimizer.param_groups:
                     g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
-                with _whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
+                with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
                     if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
                         with common.autocast(t.precision, device):
                             logits = net(images.to(device, non_blocking=True))
@@ -288,31 +285,12 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
     if step % steps_per_epoch:
         checkpoint(result.stopped)
     if ctx.is_main:
-        result.results = _finish(run_dir, model, cfg, splits, init_record, mode, step / steps_per_epoch, best,
+        epochs_done = step // steps_per_epoch if step % steps_per_epoch == 0 else step / steps_per_epoch
+        result.results = _finish(run_dir, model, cfg, splits, init_record, mode, epochs_done, best,
                                  evaluate)
     distributed.barrier()
     logger.close()
     return result
-
-
-@contextlib.contextmanager
-def _whole_step():
-    """Hold back SIGINT (Ctrl-C) until the block ends, then deliver it to the handler that was in place.
-
-    Interrupted mid-step, the checkpoint would hold batch-norm statistics of a forward pass whose update was never
-    applied, and the resumed run would repeat that forward: no longer exact. Only the main thread can do this.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if received:
-        signal.raise_signal(signal.SIGINT)
 
 
 def _save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, mode: str,

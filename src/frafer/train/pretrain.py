@@ -215,22 +215,23 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                 skipped.add(bad)
                 lr = lr_at(step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr)
                 set_lr(optimizer, lr)
-                view1 = view1.to(device, non_blocking=True)
-                view2 = view2.to(device, non_blocking=True)
-                with common.autocast(t.precision, device):
-                    out = net(view1, view2)
-                loss, parts = fra_loss(out, cfg.loss)
-                common.check_finite(step, parts, _NAN_ADVICE)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                ema = momentum_at(step, total_steps, cfg.optim.ema_base, cfg.optim.ema_final)
-                model.update_momentum(ema)
-                step += 1
+                with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
+                    view1 = view1.to(device, non_blocking=True)
+                    view2 = view2.to(device, non_blocking=True)
+                    with common.autocast(t.precision, device):
+                        out = net(view1, view2)
+                    loss, parts = fra_loss(out, cfg.loss)
+                    common.check_finite(step, parts, _NAN_ADVICE)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.optim.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    ema = momentum_at(step, total_steps, cfg.optim.ema_base, cfg.optim.ema_final)
+                    model.update_momentum(ema)
+                    step += 1
                 seen += view1.shape[0] * ctx.world_size
                 result.step = step
                 if step % t.log_every == 0 or step == last_step:
