@@ -103,3 +103,30 @@ def test_torchrun_pretrain_end_to_end(tmp_path):
     assert done.stdout.count("completed at step 8") == 1  # 32 images / global batch 8 × 2 epochs; printed once
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
     assert checkpoints == ["step_00000008"]
+
+
+@pytest.mark.slow
+def test_torchrun_finetune_end_to_end(tmp_path):
+    """`torchrun --nproc_per_node=2 -m frafer finetune …` (gloo): the global batch splits over two processes, one
+    process evaluates and writes the bundle, and the result lands once."""
+    import json
+    import subprocess
+    import sys
+
+    from frafer.data.synthetic import write_synthetic_dataset
+    from tests.test_finetune import TINY
+
+    train = write_synthetic_dataset(tmp_path / "train", 32, size=32, num_identities=8, seed=0, usage="Training")
+    test = write_synthetic_dataset(tmp_path / "test", 12, size=32, num_identities=4, seed=2, identity_offset=8,
+                                   usage="PrivateTest")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+        "-m", "frafer", "finetune", "--run-dir", str(tmp_path / "run"), *TINY, f"data.root={train}",
+        f"data.extra_roots=[{test}]", "data.val_fraction=0.25", "train.epochs=2",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("completed at step") == 1
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["last"]["test"]["count"] == 12
+    assert (tmp_path / "run" / "model" / "bundle.json").is_file()
