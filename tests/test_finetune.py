@@ -585,3 +585,23 @@ def test_pretraining_monitors_verification(fra_run):
     assert 0 <= record["accuracy"] <= 100 and record["skipped_pairs"] == 0
     logged = [x for x in metrics_lines(run_dir) if x["kind"] == "monitor"]
     assert len(logged) == 1 and logged[0]["verify_accuracy"] == record["accuracy"]
+
+
+def test_probe_feature_norm_folds_into_the_saved_head():
+    """The linear probe's parameter-free batch-norm is folded into the Linear layer of every saved model: the plain
+    trunk + Linear rebuilt from deployable_state_dict gives the probe's eval-mode logits."""
+    from frafer.models.backbones import build_trunk
+
+    torch.manual_seed(0)
+    probe = FERClassifier(build_trunk("resnet18", (), 4, True), 7)
+    probe.freeze_trunk()
+    probe.add_feature_norm()
+    probe.train()
+    for _ in range(3):  # move the running statistics away from (0, 1)
+        probe(torch.randn(8, 3, 32, 32) * 3 + 1)
+    assert not torch.allclose(probe.feature_norm.running_mean, torch.zeros(32))
+    x = torch.randn(4, 3, 32, 32)
+    probe.eval()
+    plain = FERClassifier(build_trunk("resnet18", (), 4, True), 7).eval()
+    plain.load_state_dict(probe.deployable_state_dict())
+    assert torch.allclose(plain(x), probe(x), atol=1e-5)

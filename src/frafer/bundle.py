@@ -47,7 +47,7 @@ def save_bundle(
     """Write the bundle folder (weights first, then bundle.json, each atomically); returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(folder / WEIGHTS, model.state_dict())
+    save_weights(folder / WEIGHTS, model.deployable_state_dict())
     meta = {
         "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "classes": list(classes), "input_size": input_size,
         "mean": list(mean), "std": list(std), "trunk": layout.to_dict(), "dropout": model.dropout.p,

@@ -241,6 +241,8 @@ class ProbeConfig:
         "cached", "cached: features extracted once, head trained on them; faithful: frozen trunk with train aug"
     )
     flip_average: bool = _f(True, "cached path: average the features of each image and its mirror")
+    feature_norm: bool = _f(True, "standardise features before the head (batch-norm without affine, folded into "
+                            "the saved head); false = a plain linear layer on raw features")
     epochs: int = _f(100, "epochs of the linear head", lo=1)
     batch_size: int = _f(256, "batch of the linear head", lo=1)
     lr: float = _f(0.1, "SGD learning rate of the linear head (cosine, no warm-up)", lo=0, lo_open=True)

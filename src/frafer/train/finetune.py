@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from frafer.bundle import save_bundle
+from frafer.bundle import load_bundle, save_bundle
 from frafer.config import FinetuneConfig, dump_yaml, to_dict
 from frafer.data.fer import FERImages, collate_fer
 from frafer.data.sampling import EpochBatchSampler
@@ -172,6 +172,8 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
     init_record = recorded or init_record
     if frozen:
         model.freeze_trunk()
+        if cfg.probe.feature_norm:
+            model.add_feature_norm()
     model.to(device)
     optimizer = build_optimizer(cfg, model, frozen)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -201,8 +203,9 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
     result = FinetuneResult(run_dir, mode, step, math.nan)
     eval_workers = min(cfg.data.num_workers, 4)
 
-    def evaluate(samples, desc):
-        return evaluate_samples(model, samples, splits.classes, eval_tf, device, batch_size, eval_workers, desc)
+    def evaluate(samples, desc, net=None):
+        return evaluate_samples(net or model, samples, splits.classes, eval_tf, device, batch_size, eval_workers,
+                                desc)
 
     def checkpoint(reason: str) -> None:
         if ctx.is_main:
@@ -315,9 +318,9 @@ def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epo
         if best["epoch"] == epoch:  # the last epoch is the best one: same weights, same reports
             results["best_val"] = dict(results["last"])
         else:
-            model.load_state_dict(load_weights(run_dir / "model" / WEIGHTS))
-            results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, "validating"),
-                                   "test": evaluate(splits.test, "testing") if splits.test else None}
+            selected = load_bundle(run_dir / "model", next(model.parameters()).device).model
+            results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, "validating", selected),
+                                   "test": evaluate(splits.test, "testing", selected) if splits.test else None}
     write_results(run_dir, results, splits.classes, reports_dir, header=f"{mode} on {splits.name}")
     return results
 

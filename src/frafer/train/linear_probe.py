@@ -8,7 +8,6 @@ validation and test features never are, so the reported numbers are those of the
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -91,6 +90,11 @@ def cached_features(cache_dir: Path, name: str, fingerprint: str, compute) -> tu
     return feats, readable
 
 
+def _probe_state(model) -> dict[str, torch.Tensor]:
+    """A copy of what the probe trains: the head and the feature norm's running statistics."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("trunk.")}
+
+
 def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device) -> FinetuneResult:
     """probe.path=cached: the whole linear probe on cached features; see the module docstring."""
     t, p = cfg.train, cfg.probe
@@ -99,6 +103,8 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     tqdm.write(splits.summary())
     model, init_record = build_classifier(cfg, len(splits.classes))
     model.freeze_trunk()
+    if p.feature_norm:
+        model.add_feature_norm()
     model.to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -121,8 +127,10 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
 
     def evaluate(samples, feats):
         x, ok = feats
+        model.eval()
         with torch.no_grad():
-            logits = model.head(x[ok].to(device)).float().cpu()
+            logits = model.classify(x[ok].to(device)).float().cpu()
+        model.train()
         labels = np.array([s.label for s, good in zip(samples, ok.tolist(), strict=True) if good])
         report = classification_report(labels, logits.argmax(1).numpy(), list(splits.classes))
         report["unreadable"] = int((~ok).sum())
@@ -136,7 +144,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     criterion = loss_fn(cfg)
     logger = MetricsLogger(run_dir, tensorboard=t.tensorboard)
     history, best, best_head, step, loss = [], None, None, 0, math.nan
-    model.head.train()
+    model.train()  # the head and feature norm; the frozen trunk stays in eval mode
     for epoch in tqdm(range(p.epochs), desc="linear probe (cached)", leave=False):
         sampler.set_epoch(epoch)
         for keys in sampler:
@@ -147,7 +155,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
             if rows:
                 idx = torch.tensor([i for i, _ in rows])
                 targets = torch.stack([torch.as_tensor(target_fn(train_samples[i], i, s)) for i, s in rows])
-                logits = model.head(model.dropout(train_x[idx].to(device)))
+                logits = model.classify(train_x[idx].to(device))
                 loss_t = criterion(logits.float(), targets.to(device))
                 common.check_finite(step, {"loss": loss_t}, "Lower probe.lr.")
                 optimizer.zero_grad(set_to_none=True)
@@ -162,7 +170,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
             history.append({"epoch": finished, "val_top1": report["top1"], "val_macro_f1": report["macro_f1"]})
             logger.log(step, history[-1], prefix="val")
             if t.select == "val" and (best is None or report["top1"] > best["val_top1"]):
-                best, best_head = history[-1], copy.deepcopy(model.head.state_dict())
+                best, best_head = history[-1], _probe_state(model)
     logger.close()
 
     results = {"last": {"epoch": p.epochs, "val": evaluate(splits.val, val) if val else None,
@@ -171,7 +179,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     save_model(run_dir / ("model_last" if selected else "model"), model, cfg, splits, init_record,
                "linear_probe", p.epochs, results["last"]["val"])
     if selected:
-        model.head.load_state_dict(best_head)
+        model.load_state_dict(best_head, strict=False)
         results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, val),
                                "test": evaluate(splits.test, test) if test else None}
         save_model(run_dir / "model", model, cfg, splits, init_record, "linear_probe", best["epoch"],
