@@ -115,7 +115,7 @@ def test_expression_signal_is_small_and_regional():
         regions = face_regions(identity, _rng(*key), size)
         assert set(regions) == {"brows", "eyes", "nose", "mouth"}
         mask = np.logical_or.reduce(list(regions.values()))
-        assert 0.02 < mask.mean() < 0.3  # small part of the image
+        assert 0.02 < mask.mean() < 0.65  # loose boxes around the features that can move
         other_identity = render_face(identity + 1, 0, 1.0, _rng(*key), size).astype(np.float32)
         identity_diff = np.abs(other_identity - neutral).mean()
         for label in range(1, 7):
@@ -124,6 +124,7 @@ def test_expression_signal_is_small_and_regional():
             assert diff.sum() > 0, BASIC_EXPRESSIONS[label]
             assert diff[mask].sum() / diff.sum() > 0.97, BASIC_EXPRESSIONS[label]
             assert diff.mean() < 0.5 * identity_diff, BASIC_EXPRESSIONS[label]
+            assert (diff > 8).mean() < 0.15, BASIC_EXPRESSIONS[label]  # a full expression moves few pixels
             # subtle at low intensity: a weak expression moves fewer pixels than a strong one
             weak = render_face(identity, label, 0.3, _rng(*key), size).astype(np.float32)
             assert np.abs(weak - neutral).mean() < diff.mean(), BASIC_EXPRESSIONS[label]
