@@ -71,9 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _pretrain(args) -> int:
+def _run_plan(args, cls, default_stem: str):
+    """(config, run folder, resume?) from --config / --resume / --run-dir and the overrides, for any training loop."""
     from frafer.config import load_config
-    from frafer.train.pretrain import default_run_dir, pretrain
+    from frafer.train.common import default_run_dir
 
     if args.resume:
         if args.config:
@@ -81,35 +82,30 @@ def _pretrain(args) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise FraferError(f"--resume {run_dir}: no config.yaml there; is it a run folder?")
-        cfg = load_config(run_dir / "config.yaml", args.overrides)
-        result = pretrain(cfg, run_dir, resume=True)
-    else:
-        cfg = load_config(args.config, args.overrides)
-        stem = Path(args.config).stem if args.config else "pretrain"
-        result = pretrain(cfg, args.run_dir or default_run_dir(cfg, stem))
+        return load_config(run_dir / "config.yaml", args.overrides, cls), run_dir, True
+    cfg = load_config(args.config, args.overrides, cls)
+    stem = Path(args.config).stem if args.config else default_stem
+    return cfg, Path(args.run_dir or default_run_dir(cfg.train.out_dir, cfg.train.name, stem)), False
+
+
+def _pretrain(args) -> int:
+    from frafer.config import PretrainConfig
+    from frafer.train.pretrain import pretrain
+
+    cfg, run_dir, resume = _run_plan(args, PretrainConfig, "pretrain")
+    result = pretrain(cfg, run_dir, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{result.stopped} at step {result.step}, loss {result.last_loss:.4f}; run folder: {result.run_dir}")
     return 0
 
 
 def _downstream(args) -> int:
-    from frafer.config import FinetuneConfig, load_config
+    from frafer.config import FinetuneConfig
     from frafer.train.finetune import finetune, linear_probe
 
     entry = finetune if args.command == "finetune" else linear_probe
-    if args.resume:
-        if args.config:
-            raise FraferError("--resume takes the run's own config.yaml; drop --config (overrides are allowed)")
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise FraferError(f"--resume {run_dir}: no config.yaml there; is it a run folder?")
-        result = entry(load_config(run_dir / "config.yaml", args.overrides, FinetuneConfig), run_dir, resume=True)
-    else:
-        cfg = load_config(args.config, args.overrides, FinetuneConfig)
-        stem = Path(args.config).stem if args.config else args.command
-        from frafer.train.common import default_run_dir
-
-        result = entry(cfg, args.run_dir or default_run_dir(cfg.train.out_dir, cfg.train.name, stem))
+    cfg, run_dir, resume = _run_plan(args, FinetuneConfig, args.command)
+    result = entry(cfg, run_dir, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{result.stopped} at step {result.step}; results: {result.run_dir / 'results.md'}")
     return 0

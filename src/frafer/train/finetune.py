@@ -271,7 +271,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
                 improved = best is None or report["top1"] > best["val_top1"]
                 if t.select == "val" and improved:
                     best = record
-                    _save_model(run_dir / "model", model, cfg, splits, init_record, mode, finished, report)
+                    save_model(run_dir / "model", model, cfg, splits, init_record, mode, finished, report)
                 tqdm.write(f"epoch {finished}/{epochs}: loss {result.last_loss:.4f}, val top-1 {report['top1']:.2f}%"
                            + (" (best)" if improved else ""))
             elif ctx.is_main:
@@ -296,7 +296,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
     return result
 
 
-def _save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, mode: str,
+def save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, mode: str,
                 epoch: float, val_report: dict | None) -> None:
     info = {"mode": mode, "epoch": epoch, "init": init_record["source"],
             "data": to_dict(cfg.data) | {"name": splits.name},
@@ -313,7 +313,7 @@ def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epo
     results["last"]["val"] = last_val
     results["last"]["test"] = evaluate(splits.test, "testing") if splits.test else None
     last_folder = run_dir / ("model_last" if cfg.train.select == "val" and best is not None else "model")
-    _save_model(last_folder, model, cfg, splits, init_record, mode, epoch, last_val)
+    save_model(last_folder, model, cfg, splits, init_record, mode, epoch, last_val)
     if cfg.train.select == "val" and best is not None:
         if best["epoch"] == epoch:  # the last epoch is the best one: same weights, same reports
             results["best_val"] = dict(results["last"])

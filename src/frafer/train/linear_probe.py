@@ -27,8 +27,14 @@ from frafer.eval.metrics import classification_report
 from frafer.train import common
 from frafer.train.checkpoint import atomic_write_text, save_weights
 from frafer.train.fer_data import class_balanced_weights, make_targets, prepare_splits
-from frafer.train.finetune import FinetuneResult, build_classifier, build_optimizer, loss_fn, write_results
-from frafer.train.finetune import _save_model as save_model
+from frafer.train.finetune import (
+    FinetuneResult,
+    build_classifier,
+    build_optimizer,
+    loss_fn,
+    save_model,
+    write_results,
+)
 from frafer.train.metrics import MetricsLogger
 from frafer.train.optim import lr_at
 
