@@ -162,9 +162,6 @@ class PretrainConfig:
 
 # --------------------------------------------------------------------------- downstream FER (METHOD.md §2, §4)
 
-FER_FORMATS = ("affectnet", "rafdb", "fer2013", "ferplus", "folders", "synthetic")
-
-
 @dataclass
 class FERDataConfig:
     format: Literal["affectnet", "rafdb", "fer2013", "ferplus", "folders", "synthetic"] = _f(
@@ -373,6 +370,14 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _validate_std_and_blocks(cfg) -> None:
+    """Rules both schemas share: a positive normalisation std and, when given, four positive stage depths."""
+    if any(s <= 0 for s in cfg.aug.std):
+        raise FraferError(f"config key 'aug.std': must be positive, got {cfg.aug.std}")
+    if cfg.model.blocks and (len(cfg.model.blocks) != 4 or min(cfg.model.blocks) < 1):
+        raise FraferError(f"config key 'model.blocks': need 4 positive counts, got {cfg.model.blocks}")
+
+
 def _validate(cfg: PretrainConfig) -> None:
     """Cross-field rules that no single field can express."""
     lo, hi = cfg.aug.crop_scale
@@ -384,10 +389,7 @@ def _validate(cfg: PretrainConfig) -> None:
                 raise FraferError(f"config key 'aug.{name}': probabilities must lie in [0, 1], got {p}")
     if not 0 < cfg.aug.blur_sigma[0] <= cfg.aug.blur_sigma[1]:
         raise FraferError(f"config key 'aug.blur_sigma': need 0 < min <= max, got {cfg.aug.blur_sigma}")
-    if any(s <= 0 for s in cfg.aug.std):
-        raise FraferError(f"config key 'aug.std': must be positive, got {cfg.aug.std}")
-    if cfg.model.blocks and (len(cfg.model.blocks) != 4 or min(cfg.model.blocks) < 1):
-        raise FraferError(f"config key 'model.blocks': need 4 positive counts, got {cfg.model.blocks}")
+    _validate_std_and_blocks(cfg)
     if cfg.model.query_dim % cfg.model.decoder_heads:
         raise FraferError(
             f"config key 'model.decoder_heads': {cfg.model.decoder_heads} must divide model.query_dim "
@@ -413,10 +415,7 @@ def _validate_finetune(cfg: FinetuneConfig) -> None:
     lo, hi = cfg.aug.erase_scale
     if not 0 < lo <= hi < 1:
         raise FraferError(f"config key 'aug.erase_scale': need 0 < min <= max < 1, got {cfg.aug.erase_scale}")
-    if any(s <= 0 for s in cfg.aug.std):
-        raise FraferError(f"config key 'aug.std': must be positive, got {cfg.aug.std}")
-    if cfg.model.blocks and (len(cfg.model.blocks) != 4 or min(cfg.model.blocks) < 1):
-        raise FraferError(f"config key 'model.blocks': need 4 positive counts, got {cfg.model.blocks}")
+    _validate_std_and_blocks(cfg)
     if cfg.data.crowd_mode != "none" and cfg.data.format not in ("ferplus", "synthetic"):
         raise FraferError(
             f"config key 'data.crowd_mode': {cfg.data.crowd_mode} needs annotator votes, which only the ferplus and "

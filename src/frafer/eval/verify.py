@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from frafer.data.formats.pairs import Pair, read_pairs
@@ -45,21 +44,15 @@ def verify_trunk(
 
 def _recorded_input(weights_source: str) -> tuple[int, tuple, tuple] | None:
     """Image size and normalisation recorded beside the weights (pre-training run config or bundle), if any."""
-    for folder in Path(weights_source).parents:
-        if (folder / "bundle.json").is_file():
-            meta = json.loads((folder / "bundle.json").read_text())
-            return int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
-        if (folder / "config.yaml").is_file():
-            try:
-                cfg = yaml.safe_load((folder / "config.yaml").read_text())
-            except yaml.YAMLError:
-                continue  # not a run's config: keep looking further up
-            if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
-                continue
-            aug, data = cfg.get("aug") if isinstance(cfg.get("aug"), dict) else {}, cfg["data"]
-            if isinstance(data.get("image_size"), int):
-                return (int(data["image_size"]), tuple(aug.get("mean", VGGFACE2_MEAN)),
-                        tuple(aug.get("std", VGGFACE2_STD)))
+    from frafer.train.init_weights import records_beside
+
+    for kind, tree in records_beside(weights_source):
+        if kind == "bundle" and isinstance(tree.get("input_size"), int):
+            return tree["input_size"], tuple(tree["mean"]), tuple(tree["std"])
+        data, aug = tree.get("data"), tree.get("aug")
+        if kind == "config" and isinstance(data, dict) and isinstance(data.get("image_size"), int):
+            aug = aug if isinstance(aug, dict) else {}
+            return data["image_size"], tuple(aug.get("mean", VGGFACE2_MEAN)), tuple(aug.get("std", VGGFACE2_STD))
     return None
 
 

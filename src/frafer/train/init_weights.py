@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,15 +86,29 @@ def _load_pth(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def records_beside(weights_path: str | Path) -> Iterator[tuple[str, dict]]:
+    """("bundle", bundle.json) or ("config", a run's config.yaml) for each folder above the weights, nearest first.
+
+    Files that do not parse to a mapping (another tool's YAML beside a downloaded .pth) are passed over.
+    """
+    for folder in Path(weights_path).parents:
+        for kind, name, parse in (("bundle", "bundle.json", json.loads), ("config", "config.yaml", yaml.safe_load)):
+            if (folder / name).is_file():
+                try:
+                    tree = parse((folder / name).read_text())
+                except (json.JSONDecodeError, yaml.YAMLError):
+                    continue
+                if isinstance(tree, dict):
+                    yield kind, tree
+
+
 def _recorded_maxpool(weights_path: Path) -> bool | None:
     """The remove_maxpool of the run or bundle the weights came from, when it is written down."""
-    for folder in (weights_path.parent, *weights_path.parents):
-        if (folder / "bundle.json").is_file():
-            return bool(json.loads((folder / "bundle.json").read_text())["trunk"]["remove_maxpool"])
-        if (folder / "config.yaml").is_file():
-            recorded = _config_maxpool(folder / "config.yaml")
-            if recorded is not None:
-                return recorded
+    for kind, tree in records_beside(weights_path):
+        section = tree.get("trunk" if kind == "bundle" else "model")
+        value = section.get("remove_maxpool") if isinstance(section, dict) else None
+        if isinstance(value, bool):
+            return value
     if weights_path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -102,17 +117,6 @@ def _recorded_maxpool(weights_path: Path) -> bool | None:
         if recorded:
             return bool(json.loads(recorded).get("remove_maxpool", False))
     return None
-
-
-def _config_maxpool(config: Path) -> bool | None:
-    """model.remove_maxpool of a frafer run's config.yaml; None for any other YAML (another tool's config)."""
-    try:
-        tree = yaml.safe_load(config.read_text())
-    except yaml.YAMLError:
-        return None
-    model = tree.get("model") if isinstance(tree, dict) else None
-    value = model.get("remove_maxpool") if isinstance(model, dict) else None
-    return value if isinstance(value, bool) else None
 
 
 def resolve_init(init: str) -> Path:
