@@ -16,7 +16,8 @@ class LARS(torch.optim.Optimizer):
     For a parameter w with gradient g in an adapted group:
         g ← (g + wd·w) · η‖w‖ / (‖g‖ + wd‖w‖)       (trust ratio; 1 when ‖w‖ or ‖g‖ is 0)
     Groups with `lars=False` (biases, normalisation parameters) get neither weight decay nor the trust ratio.
-    Then v ← μ·v + g;  w ← w − lr·v.
+    Then v ← μ·v + g;  w ← w − lr·v. Adapted gradients are rescaled in place (`p.grad` holds the update after
+    a step), as the training loops clear them before the next backward anyway.
     """
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 1e-3):
@@ -40,15 +41,20 @@ class LARS(torch.optim.Optimizer):
                 g_norm = torch.stack(torch._foreach_norm(grads))
                 trust = group["eta"] * w_norm / (g_norm + wd * w_norm)
                 trust = torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
-                grads = torch._foreach_add(grads, params, alpha=wd) if wd else [g.clone() for g in grads]
+                # In place: the gradients are cleared after every step, and copies would cost one more pass
+                # over every weight plus a model-sized allocation per step.
+                if wd:
+                    torch._foreach_add_(grads, params, alpha=wd)
                 torch._foreach_mul_(grads, list(trust.unbind()))
+            started = [p for p in params if "momentum_buffer" in self.state[p]]
+            if started:
+                bufs = [self.state[p]["momentum_buffer"] for p in started]
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, [p.grad for p in started])
             for p in params:
-                if "momentum_buffer" not in self.state[p]:
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-            bufs = [self.state[p]["momentum_buffer"] for p in params]
-            torch._foreach_mul_(bufs, group["momentum"])
-            torch._foreach_add_(bufs, grads)
-            torch._foreach_add_(params, bufs, alpha=-group["lr"])
+                if "momentum_buffer" not in self.state[p]:  # first step: v = g, i.e. μ·0 + g
+                    self.state[p]["momentum_buffer"] = p.grad.clone()
+            torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-group["lr"])
         return loss
 
 
