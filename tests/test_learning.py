@@ -1,6 +1,13 @@
-"""A short run on built-in synthetic faces: the loss falls and the kNN monitor reports before and after."""
+"""A short run on built-in synthetic faces learns: the loss falls and kNN beats the random-init network.
 
+The kNN labels are identities the pre-training never saw (half of each identity's images are the memory bank, the
+other half are classified), the check METHOD.md's verification monitor makes on real faces. Expression kNN moves
+too, but by less than its noise at this size (see the README's demo table for the 64 px figures).
+"""
+
+import csv
 import json
+import shutil
 
 import pytest
 
@@ -10,21 +17,41 @@ from frafer.train.pretrain import pretrain
 from tests.test_pretrain import TINY
 
 
+def identity_folders(src, bank, val):
+    """Re-file a synthetic dataset by identity: even-numbered images of each identity → bank, odd → val."""
+    with open(src / "meta.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    seen: dict[str, int] = {}
+    for row in rows:
+        identity = row["identity"]
+        k = seen[identity] = seen.get(identity, -1) + 1
+        folder = (bank if k % 2 == 0 else val) / f"id{identity}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / row["Image name"], folder / row["Image name"].replace("/", "_"))
+
+
 @pytest.mark.slow
-def test_short_synthetic_run_lowers_the_loss(tmp_path):
-    bank = write_synthetic_dataset(tmp_path / "bank", num_images=70, size=32, num_identities=10, identity_offset=500)
-    val = write_synthetic_dataset(tmp_path / "val", num_images=35, size=32, num_identities=5, seed=1,
-                                  identity_offset=600)
+def test_short_synthetic_run_lowers_the_loss_and_lifts_knn(tmp_path):
+    faces = write_synthetic_dataset(tmp_path / "faces", num_images=480, size=32, num_identities=30, seed=2,
+                                    identity_offset=700)
+    identity_folders(faces, tmp_path / "bank", tmp_path / "val")
     cfg = load_config(None, [
-        *TINY, "data.source=synthetic", "data.synthetic.num_images=128", "data.synthetic.num_identities=20",
-        "train.batch_size=16", "train.epochs=4", "monitor.knn_at_start=true", "monitor.knn_every_epochs=4",
-        f"monitor.knn_train_root={bank}", f"monitor.knn_val_root={val}", "monitor.knn_k=5",
+        *TINY, "data.source=synthetic", "data.synthetic.num_images=512", "data.synthetic.num_identities=50",
+        "train.batch_size=32", "train.epochs=16", "train.log_every=8",
+        # the demo recipe (configs/demo.yaml): METHOD's eta 1e-3 barely moves a trunk in a few hundred steps,
+        # and small crops or sigma-2 blur erase a 32 px face's details from one of the views
+        "optim.lars_eta=0.01", "aug.crop_scale=[0.8,1.0]", "aug.blur_sigma=[0.1,0.6]",
+        "monitor.knn_at_start=true", "monitor.knn_every_epochs=16", "monitor.knn_k=10",
+        f"monitor.knn_train_root={tmp_path / 'bank'}", f"monitor.knn_val_root={tmp_path / 'val'}",
     ])
     result = pretrain(cfg, tmp_path / "run")
-    assert result.step == 32 and result.stopped == "completed"
+    assert result.step == 256 and result.stopped == "completed"
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in lines if x["kind"] == "train"]
-    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:4]) / 4
-    # The monitor ran on the random-init network (step 0) and at the end, on held-out identities.
-    assert [k["step"] for k in result.knn] == [0, 32]
-    assert all(0.0 <= k["knn_top1"] <= 100.0 and k["knn_skipped"] == 0 for k in result.knn)
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:2]) / 2
+    # step 0 is the random-init network; 240 queries over 30 identities (chance 3.3 %)
+    assert [k["step"] for k in result.knn] == [0, 256]
+    assert all(k["knn_skipped"] == 0 for k in result.knn)
+    start, end = result.knn[0]["knn_top1"], result.knn[-1]["knn_top1"]
+    # measured with three seeds: +10 to +11 points over 9-16 % at start; half of that is a clear lift
+    assert end >= start + 5.0, (start, end)
