@@ -225,6 +225,29 @@ def test_ctrl_c_checkpoints_and_the_resume_is_exact(data, ft_run, tmp_path, quic
     assert equal_weights(a, load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors"))
 
 
+def test_ctrl_c_while_validating_is_validated_on_resume(data, ft_run, tmp_path, quick_figures, monkeypatch):
+    real = finetune_module.evaluate_samples
+
+    def interrupting(*args, **kwargs):
+        if "validating" in args:  # Ctrl-C during the first end-of-epoch validation
+            signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "evaluate_samples", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg_for(data, "train.epochs=2"), tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert ckpt.name == "step_00000004" and meta["reason"] == "interrupted" and meta["history"] == []
+    monkeypatch.undo()
+    resumed = finetune(cfg_for(data, "train.epochs=2"), tmp_path / "run", resume=True)
+    # epoch 1 was validated on resume, so selection saw both epochs, as in the uninterrupted run
+    vals = [(x["epoch"], x["val_top1"]) for x in metrics_lines(tmp_path / "run") if x["kind"] == "val"]
+    straight = [(x["epoch"], x["val_top1"]) for x in metrics_lines(ft_run[0]) if x["kind"] == "val"]
+    assert vals == straight and [e for e, _ in vals] == [1, 2]
+    assert resumed.results["best_val"] == ft_run[1].results["best_val"]
+
+
 def test_resume_refuses_another_batch_size(data, ft_run, tmp_path, quick_figures):
     finetune(cfg_for(data, "train.epochs=2", "train.max_steps=2"), tmp_path / "run")
     with pytest.raises(FraferError, match="4 steps per epoch, the data and batch size now give 2"):

@@ -216,8 +216,32 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
             save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
         distributed.barrier()
 
+    def validation_due(finished: int) -> bool:
+        every = finished % t.eval_every_epochs == 0 or finished == epochs
+        return ctx.is_main and bool(splits.val) and finished > 0 and every
+
+    def validate_epoch(finished: int, best: dict | None) -> dict | None:
+        """Validate after epoch `finished`, record it, save the bundle when it is the best so far; returns best."""
+        report = evaluate(splits.val, "validating")
+        record = {"epoch": finished, "step": step, "val_top1": report["top1"], "val_macro_f1": report["macro_f1"]}
+        history.append(record)
+        logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="val")
+        improved = best is None or report["top1"] > best["val_top1"]
+        if t.select == "val" and improved:
+            best = record
+            save_model(run_dir / "model", model, cfg, splits, init_record, mode, finished, report)
+        loss = f"loss {result.last_loss:.4f}, " if math.isfinite(result.last_loss) else ""
+        mark = " (best)" if improved else ""
+        tqdm.write(f"epoch {finished}/{epochs}: {loss}val top-1 {report['top1']:.2f}%{mark}")
+        return best
+
     model.train()
     unreadable = 0
+    finished = step // steps_per_epoch
+    if step % steps_per_epoch == 0 and validation_due(finished) and all(r["epoch"] != finished for r in history):
+        # resumed from a checkpoint taken at an epoch's end before its validation was recorded (Ctrl-C while
+        # validating): validate now, so that epoch still takes part in model selection
+        best = validate_epoch(finished, best)
     try:
         while step < last_step:
             epoch, start_batch = divmod(step, steps_per_epoch)
@@ -262,18 +286,8 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
                 tqdm.write(f"skipped {unreadable} unreadable image(s) in epoch {finished}")
                 logger.log(step, {"unreadable": unreadable}, prefix="data")
             unreadable = 0
-            if ctx.is_main and splits.val and (finished % t.eval_every_epochs == 0 or finished == epochs):
-                report = evaluate(splits.val, "validating")
-                record = {"epoch": finished, "step": step, "val_top1": report["top1"],
-                          "val_macro_f1": report["macro_f1"]}
-                history.append(record)
-                logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="val")
-                improved = best is None or report["top1"] > best["val_top1"]
-                if t.select == "val" and improved:
-                    best = record
-                    save_model(run_dir / "model", model, cfg, splits, init_record, mode, finished, report)
-                tqdm.write(f"epoch {finished}/{epochs}: loss {result.last_loss:.4f}, val top-1 {report['top1']:.2f}%"
-                           + (" (best)" if improved else ""))
+            if validation_due(finished):
+                best = validate_epoch(finished, best)
             elif ctx.is_main:
                 tqdm.write(f"epoch {finished}/{epochs}: loss {result.last_loss:.4f}")
             checkpoint("epoch")
