@@ -46,15 +46,13 @@ class LARS(torch.optim.Optimizer):
                 if wd:
                     torch._foreach_add_(grads, params, alpha=wd)
                 torch._foreach_mul_(grads, list(trust.unbind()))
-            started = [p for p in params if "momentum_buffer" in self.state[p]]
-            if started:
-                bufs = [self.state[p]["momentum_buffer"] for p in started]
-                torch._foreach_mul_(bufs, group["momentum"])
-                torch._foreach_add_(bufs, [p.grad for p in started])
             for p in params:
-                if "momentum_buffer" not in self.state[p]:  # first step: v = g, i.e. μ·0 + g
-                    self.state[p]["momentum_buffer"] = p.grad.clone()
-            torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-group["lr"])
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(bufs, grads)
+            torch._foreach_add_(params, bufs, alpha=-group["lr"])
         return loss
 
 
