@@ -195,3 +195,16 @@ def test_vggface2_layout_with_loose_boxes(tmp_path):
     cfg = load_config(None, [*TINY, "data.source=vggface2", f"data.root={root}", f"data.bbox_csv={csv_path}",
                              "data.crop_margin=0.1", "train.batch_size=4", "train.epochs=1"])
     assert pretrain(cfg, tmp_path / "run").step == 3
+
+
+def test_synthetic_source_renders_with_the_configured_expression_gain():
+    from frafer.data.synthetic import SyntheticFaces
+    from frafer.train.pretrain import build_pretrain_dataset
+
+    keys = ["data.source=synthetic", "data.image_size=32", "data.synthetic.num_images=7"]
+    strong = build_pretrain_dataset(load_config(None, [*keys, "data.synthetic.expression_gain=3.0"])).source.images
+    assert isinstance(strong, SyntheticFaces) and strong.expression_gain == 3.0
+    reference = SyntheticFaces(7, 32, 200, 0, expression_gain=3.0)
+    assert all((strong.image(i) == reference.image(i)).all() for i in range(7))
+    with pytest.raises(FraferError, match="expression_gain"):
+        load_config(None, [*keys, "data.synthetic.expression_gain=0"])

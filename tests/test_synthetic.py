@@ -8,6 +8,7 @@ from PIL import Image
 
 from frafer.data.labels import BASIC_EXPRESSIONS, FERPLUS_COLUMNS
 from frafer.data.synthetic import (
+    EXPRESSION_GAIN,
     EXPRESSION_TO_FERPLUS,
     SyntheticFace,
     SyntheticFaces,
@@ -130,6 +131,36 @@ def test_expression_signal_is_small_and_regional():
             assert np.abs(weak - neutral).mean() < diff.mean(), BASIC_EXPRESSIONS[label]
 
 
+def test_expression_gain_scales_expressions_and_their_regions():
+    """A larger gain moves an expression's pixels further from neutral, still only inside the regions
+    face_regions reports for that gain; neutral faces, identity and nuisance do not depend on it."""
+    from frafer.config import SyntheticConfig
+
+    assert SyntheticConfig().expression_gain == EXPRESSION_GAIN  # config and generator share one default
+    size, identity, key = 64, 9, (7, 1)
+    assert np.array_equal(render_face(identity, 0, 1.0, _rng(*key), size, expression_gain=3.0),
+                          render_face(identity, 0, 1.0, _rng(*key), size))
+    neutral = render_face(identity, 0, 1.0, _rng(*key), size).astype(np.float32)
+    moved_by_label = []
+    for label in range(1, 7):
+        moved = []
+        for gain in (1.0, EXPRESSION_GAIN, 3.0):
+            expr = render_face(identity, label, 1.0, _rng(*key), size, expression_gain=gain).astype(np.float32)
+            diff = np.abs(expr - neutral).mean(axis=2)
+            mask = np.logical_or.reduce(list(face_regions(identity, _rng(*key), size, expression_gain=gain).values()))
+            assert diff[mask].sum() / diff.sum() > 0.97, (BASIC_EXPRESSIONS[label], gain)
+            moved.append(diff.mean())
+        moved_by_label.append(moved)
+        assert moved[0] < moved[2], BASIC_EXPRESSIONS[label]  # some geometry saturates, so not per step
+    mean_moved = np.mean(moved_by_label, axis=0)
+    assert mean_moved[0] < mean_moved[1] < mean_moved[2]
+    default, strong = SyntheticFaces(14, size=32, seed=1), SyntheticFaces(14, size=32, seed=1, expression_gain=3.0)
+    assert strong.labels.tolist() == default.labels.tolist()
+    assert [strong.meta(i) for i in range(14)] == [default.meta(i) for i in range(14)]
+    same = [np.array_equal(strong.image(i), default.image(i)) for i in range(14)]
+    assert same == [default.meta(i).label == 0 for i in range(14)]  # only non-neutral faces change
+
+
 def test_neutral_ignores_intensity():
     a = render_face(5, 0, 0.25, _rng(3))
     b = render_face(5, 0, 1.0, _rng(3))
@@ -179,6 +210,10 @@ def test_write_synthetic_dataset_layout(tmp_path):
         (lambda: render_face(0, 7, 0.5, _rng(0)), "label"),
         (lambda: render_face(-1, 1, 0.5, _rng(0)), "identity"),
         (lambda: render_face(0, 1, 0.5, _rng(0), size=16), "size"),
+        (lambda: SyntheticFaces(5, expression_gain=0.0), "expression_gain"),
+        (lambda: render_face(0, 1, 0.5, _rng(0), expression_gain=float("inf")), "expression_gain"),
+        (lambda: face_regions(0, _rng(0), expression_gain=-1.0), "expression_gain"),
+        (lambda: write_synthetic_dataset("/nonexistent-never-created", 3, expression_gain=True), "expression_gain"),
         (lambda: write_synthetic_dataset("/nonexistent-never-created", 0), "num_images"),
         (lambda: write_synthetic_dataset("/nonexistent-never-created", 3, usage="a,b"), "usage"),
     ],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from frafer.config import FinetuneConfig, load_config
 from frafer.data.labels import BASIC_EXPRESSIONS
-from frafer.data.synthetic import write_synthetic_dataset
+from frafer.data.synthetic import EXPRESSION_GAIN, write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.eval.metrics import markdown_table
 from frafer.train.finetune import finetune, linear_probe
@@ -38,14 +38,16 @@ def _write_once(folder: Path, **kwargs) -> Path:
     return folder
 
 
-def write_demo_data(out_dir: Path, size: int, num_images: int, num_identities: int, seed: int) -> dict[str, Path]:
+def write_demo_data(out_dir: Path, size: int, num_images: int, num_identities: int, seed: int,
+                    expression_gain: float = EXPRESSION_GAIN) -> dict[str, Path]:
     """Unlabelled pre-training faces and labelled train / val / test splits, each of its own identities."""
     folders = {"pretrain": _write_once(out_dir / "pretrain", num_images=num_images, size=size,
-                                       num_identities=num_identities, seed=seed)}
+                                       num_identities=num_identities, seed=seed, expression_gain=expression_gain)}
     offset = num_identities
     for i, (split, (usage, count, identities)) in enumerate(FER_SPLITS.items(), start=1):
         folders[split] = _write_once(out_dir / f"fer_{split}", num_images=count, size=size,
-                                     num_identities=identities, seed=seed + i, identity_offset=offset, usage=usage)
+                                     num_identities=identities, seed=seed + i, identity_offset=offset, usage=usage,
+                                     expression_gain=expression_gain)
         offset += identities
     return folders
 
@@ -59,7 +61,8 @@ def run_demo(config_path: str, out: str, overrides: list[str] = (),
     syn = base.data.synthetic
     t0 = time.perf_counter()
     print(f"writing synthetic faces to {out_dir / 'data'} …", flush=True)
-    data = write_demo_data(out_dir / "data", base.data.image_size, syn.num_images, syn.num_identities, syn.seed)
+    data = write_demo_data(out_dir / "data", base.data.image_size, syn.num_images, syn.num_identities, syn.seed,
+                           syn.expression_gain)
     print(f"data ready in {time.perf_counter() - t0:.1f}s", flush=True)
 
     # Pre-training: FRA, then BYOL with the same data, schedule and budget.

@@ -55,7 +55,8 @@ INTENSITY_RANGE = (0.5, 1.0)
 # Full-intensity geometry is this many times the reference deformation of _FULL. At 1.0 a mouth or
 # brow moved by about a pixel at 64 px: a supervised tiny ResNet fine-tuned from scratch for a
 # minute stayed at chance (16 % on 7 classes); at 1.8 it reaches about 70 %, while identity, pose,
-# lighting and background still vary more than expression does.
+# lighting and background still vary more than expression does. The default of every
+# ``expression_gain`` argument (and of the config key data.synthetic.expression_gain).
 EXPRESSION_GAIN = 1.8
 FACE_RADIUS = 0.42  # mean face half-height as a fraction of the image side (0.35 left the mouth ~6 px wide)
 
@@ -366,13 +367,13 @@ _UNIT_FIELDS = ("lip_press", "wrinkle")  # strengths in 0..1
 _POSITIVE_FIELDS = ("eye_open", "eye_lower", "mouth_w", "mouth_round")  # multipliers that must stay > 0
 
 
-def _expression(label: int, intensity: float) -> _Expr:
-    """Interpolate the class geometry from neutral by intensity × EXPRESSION_GAIN."""
+def _expression(label: int, intensity: float, gain: float) -> _Expr:
+    """Interpolate the class geometry from neutral by intensity × gain."""
     full = _FULL[BASIC_EXPRESSIONS[label]]
     vals = {}
     for f in fields(_Expr):
         a, b = getattr(_NEUTRAL, f.name), getattr(full, f.name)
-        value = a + (b - a) * intensity * EXPRESSION_GAIN
+        value = a + (b - a) * intensity * gain
         if f.name in _UNIT_FIELDS:
             value = min(max(value, 0.0), 1.0)
         elif f.name in _POSITIVE_FIELDS:
@@ -657,6 +658,12 @@ def _check_int(name: str, value: int, minimum: int) -> None:
         raise FraferError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_gain(gain: float) -> None:
+    """expression_gain must be a finite number > 0 (0 would erase every expression)."""
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+        raise FraferError(f"expression_gain must be a finite number > 0, got {gain!r}")
+
+
 def _check_size(size: int) -> None:
     """size must be an integer >= MIN_SIZE (smaller faces lose their eyes and mouth)."""
     _check_int("size", size, MIN_SIZE)
@@ -669,6 +676,7 @@ def render_face(
     rng: np.random.Generator,
     size: int = 64,
     identity_seed: int = 0,
+    expression_gain: float = EXPRESSION_GAIN,
 ) -> np.ndarray:
     """Draw one face; returns (size, size, 3) uint8 RGB.
 
@@ -676,14 +684,16 @@ def render_face(
     yaw, background, lighting, noise), then exactly two expression-jitter numbers (intensity jitter
     and left/right asymmetry). So two calls whose rngs start in the same state share pose, lighting
     and background whatever their identity and expression. ``label`` indexes BASIC_EXPRESSIONS;
-    ``intensity`` in [0, 1] scales the deformation from neutral (it has no effect on neutral).
+    ``intensity`` in [0, 1] scales the deformation from neutral (it has no effect on neutral), and
+    ``expression_gain`` scales every deformation on top (larger = more salient expressions).
     """
     _check_render_args(identity, label, intensity, size, identity_seed)
+    _check_gain(expression_gain)
     idn = _identity(int(identity), int(identity_seed))
     nz = _sample_nuisance(rng, size)
     jitter = rng.uniform(0.85, 1.15)  # per-image wobble of how strongly the face moves
     asym = rng.uniform(-1.0, 1.0)
-    ex = _expression(int(label), float(np.clip(float(intensity) * jitter, 0.0, 1.0)))
+    ex = _expression(int(label), float(np.clip(float(intensity) * jitter, 0.0, 1.0)), float(expression_gain))
 
     n = size * _SUPERSAMPLE
     img = _background(nz, n)
@@ -699,19 +709,24 @@ def render_face(
 
 
 def face_regions(
-    identity: int, rng: np.random.Generator, size: int = 64, identity_seed: int = 0
+    identity: int,
+    rng: np.random.Generator,
+    size: int = 64,
+    identity_seed: int = 0,
+    expression_gain: float = EXPRESSION_GAIN,
 ) -> dict[str, np.ndarray]:
     """Boolean (size, size) masks of where an expression can change pixels: brows, eyes, nose, mouth.
 
     Consumes rng exactly like the nuisance part of render_face, so with an rng in the same state the
     masks line up with that rendered image (for any label and intensity). Useful to test and to
-    measure region awareness.
+    measure region awareness. Pass the expression_gain the images were rendered with.
     """
     _check_render_args(identity, 0, 0.0, size, identity_seed)
+    _check_gain(expression_gain)
     idn = _identity(int(identity), int(identity_seed))
     nz = _sample_nuisance(rng, size)
     margin = 1.5 / nz.radius  # ~1.5 output pixels, in face units
-    g = EXPRESSION_GAIN  # the furthest any feature moves grows with the gain
+    g = float(expression_gain)  # the furthest any feature moves grows with the gain
     ex_w = idn.eye_dx + max(idn.eye_w * idn.brow_len, idn.eye_w * (1 + 0.35 * g)) + margin
     brow_y = idn.eye_y - idn.eye_h - idn.brow_gap
     mw = idn.mouth_w * (1 + 0.3 * g) * 1.15 + 0.03 + margin
@@ -799,7 +814,8 @@ class SyntheticFaces:
     available through ``meta(i)`` without rendering. Identities are one shared population (identity k
     is the same person in every dataset), so disjoint ``identity_offset`` ranges give disjoint people.
     Labels are balanced: every block of 7 consecutive indices holds each class once, in shuffled order.
-    Intensity is uniform on INTENSITY_RANGE = [0.5, 1.0] (see there why).
+    Intensity is uniform on INTENSITY_RANGE = [0.5, 1.0] (see there why); ``expression_gain`` scales
+    every expression's deformation (EXPRESSION_GAIN by default).
     """
 
     def __init__(
@@ -810,12 +826,15 @@ class SyntheticFaces:
         seed: int = 0,
         identity_offset: int = 0,
         cache: bool = False,
+        expression_gain: float = EXPRESSION_GAIN,
     ) -> None:
         _check_int("num_images", num_images, 1)
         _check_size(size)
         _check_int("num_identities", num_identities, 1)
         _check_int("seed", seed, 0)
         _check_int("identity_offset", identity_offset, 0)
+        _check_gain(expression_gain)
+        self.expression_gain = float(expression_gain)
         self.num_images, self.size = int(num_images), int(size)
         self.num_identities, self.seed = int(num_identities), int(seed)
         self.identity_offset = int(identity_offset)
@@ -848,7 +867,7 @@ class SyntheticFaces:
         """Pixels of image i as (size, size, 3) uint8 (always freshly rendered)."""
         m = self.meta(i)
         rng = np.random.default_rng([self.seed, _TAG_RENDER, m.index])
-        return render_face(m.identity, m.label, m.intensity, rng, self.size, _IDENTITY_SEED)
+        return render_face(m.identity, m.label, m.intensity, rng, self.size, _IDENTITY_SEED, self.expression_gain)
 
     def __getitem__(self, i: int) -> tuple[Image.Image, int]:
         j = self._index(i)
@@ -875,6 +894,7 @@ def write_synthetic_dataset(
     seed: int = 0,
     identity_offset: int = 0,
     usage: str = "Training",
+    expression_gain: float = EXPRESSION_GAIN,
 ) -> Path:
     """Write a SyntheticFaces dataset to disk in ImageFolder + FERPlus layout; returns out_dir.
 
@@ -887,7 +907,7 @@ def write_synthetic_dataset(
         raise FraferError(
             f"usage must be a non-empty string without commas, quotes or newlines, got {usage!r}"
         )
-    ds = SyntheticFaces(num_images, size, num_identities, seed, identity_offset)
+    ds = SyntheticFaces(num_images, size, num_identities, seed, identity_offset, expression_gain=expression_gain)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     votes_rows, meta_rows = [], []

@@ -72,7 +72,9 @@ def build_pretrain_dataset(cfg: PretrainConfig) -> UnlabelledImages:
     )
     d = cfg.data
     if d.source == "synthetic":
-        faces = SyntheticFaces(d.synthetic.num_images, d.image_size, d.synthetic.num_identities, d.synthetic.seed)
+        syn = d.synthetic
+        faces = SyntheticFaces(syn.num_images, d.image_size, syn.num_identities, syn.seed,
+                               expression_gain=syn.expression_gain)
         return UnlabelledImages.from_source(faces, transform)
     if d.source == "vggface2":
         index = list_vggface2(d.root, d.bbox_csv or None, d.crop_margin)
