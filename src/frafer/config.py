@@ -31,8 +31,9 @@ class SyntheticConfig:
     num_images: int = _f(4096, "images generated for data.source=synthetic", lo=1)
     num_identities: int = _f(200, "distinct synthetic identities", lo=1)
     seed: int = _f(0, "seed of the synthetic faces (independent of train.seed)")
-    expression_gain: float = _f(1.8, "how far expressions deform a face (larger = easier to see; 1.8 = EXPRESSION_GAIN)",
-                                lo=0, lo_open=True)
+    expression_gain: float = _f(
+        1.8, "how far expressions deform a face (larger = easier to see; 1.8 = EXPRESSION_GAIN)", lo=0, lo_open=True
+    )
 
 
 @dataclass
