@@ -208,3 +208,16 @@ def test_synthetic_source_renders_with_the_configured_expression_gain():
     assert all((strong.image(i) == reference.image(i)).all() for i in range(7))
     with pytest.raises(FraferError, match="expression_gain"):
         load_config(None, [*keys, "data.synthetic.expression_gain=0"])
+
+
+def test_watching_a_run_does_not_change_it(faces, tmp_path):
+    """The kNN monitor reads images through a DataLoader, which draws a seed from the global RNG; a run with
+    monitors (at the start and after every epoch) must still train exactly like one without them."""
+    plain = pretrain(tiny(faces, "train.epochs=2"), tmp_path / "plain")
+    watched = pretrain(tiny(faces, "train.epochs=2", f"monitor.knn_train_root={faces}", f"monitor.knn_val_root={faces}",
+                            "monitor.knn_at_start=true", "monitor.knn_every_epochs=1"), tmp_path / "watched")
+    assert [r["epoch"] for r in watched.knn] == [0, 1, 2]
+    a = load_weights(latest_checkpoint(tmp_path / "plain") / "weights.safetensors")
+    b = load_weights(latest_checkpoint(tmp_path / "watched") / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert plain.last_loss == watched.last_loss

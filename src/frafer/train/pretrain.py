@@ -181,6 +181,12 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
         distributed.barrier()
 
     def run_monitor(epoch: int) -> None:
+        # The monitors' DataLoaders draw seeds from the global RNG; a forked RNG keeps a watched run identical
+        # to an unwatched one (and keeps rank 0, the only one watching, in step with the others).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            monitor_once(epoch)
+
+    def monitor_once(epoch: int) -> None:
         m = cfg.monitor
         knn_due = monitor is not None and (epoch % m.knn_every_epochs == 0 or epoch == t.epochs)
         verify_due = bool(pairs) and (epoch % m.verify_every_epochs == 0 or epoch == t.epochs)
