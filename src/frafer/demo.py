@@ -16,7 +16,7 @@ from pathlib import Path
 
 from frafer.config import FinetuneConfig, load_config
 from frafer.data.labels import BASIC_EXPRESSIONS
-from frafer.data.synthetic import EXPRESSION_GAIN, write_synthetic_dataset
+from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.eval.metrics import markdown_table
 from frafer.train.finetune import finetune, linear_probe
@@ -39,7 +39,7 @@ def _write_once(folder: Path, **kwargs) -> Path:
 
 
 def write_demo_data(out_dir: Path, size: int, num_images: int, num_identities: int, seed: int,
-                    expression_gain: float = EXPRESSION_GAIN) -> dict[str, Path]:
+                    expression_gain: float) -> dict[str, Path]:
     """Unlabelled pre-training faces and labelled train / val / test splits, each of its own identities."""
     folders = {"pretrain": _write_once(out_dir / "pretrain", num_images=num_images, size=size,
                                        num_identities=num_identities, seed=seed, expression_gain=expression_gain)}
