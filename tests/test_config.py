@@ -41,7 +41,8 @@ def test_yaml_and_overrides(tmp_path):
     [
         ("optim.lrr=0.1", ["unknown config key 'optim.lrr'", "base_lr"]),
         ("bogus.x=1", ["unknown config key 'bogus'"]),
-        ("train.epochs=ten", ["'train.epochs'", "expected int"]),
+        ("train.epochs=ten", ["'train.epochs'", "expected float"]),
+            ("train.steps=1.5", ["'train.steps'", "expected int"]),
         ("train.epochs=0", ["'train.epochs'", "range"]),
         ("model.arch=vgg", ["'model.arch'", "'resnet50'"]),
         ("aug.flip_p=1.5", ["'aug.flip_p'", "range"]),

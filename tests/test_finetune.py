@@ -137,7 +137,7 @@ def test_cached_linear_probe_equals_faithful_without_augmentation(data, lp_faith
     cached = linear_probe(cfg_for(data, "probe.path=cached", "probe.flip_average=false", "probe.epochs=2"),
                           tmp_path / "cached")
     assert cached.step == faithful.step == 8
-    assert (tmp_path / "cached" / "features" / "train.safetensors").is_file()
+    assert (tmp_path / "cached" / "features" / "plain.safetensors").is_file()
     for folder in ("model", "model_last"):
         a = load_weights(faithful_dir / folder / "weights.safetensors")
         b = load_weights(tmp_path / "cached" / folder / "weights.safetensors")
@@ -155,17 +155,72 @@ def test_cached_linear_probe_equals_faithful_without_augmentation(data, lp_faith
             assert fa[which][split]["top1"] == pytest.approx(ca[which][split]["top1"])
 
 
-def test_cached_probe_reuses_its_feature_cache(data, tmp_path, quick_figures, monkeypatch):
+def test_cached_probe_reuses_its_feature_cache(data, tmp_path, quick_figures, monkeypatch, capsys):
     cfg = cfg_for(data, "probe.path=cached", "probe.epochs=1")
     linear_probe(cfg, tmp_path / "run")
     first = json.loads((tmp_path / "run" / "results.json").read_text())
+    with pytest.raises(FraferError, match="already holds a run .*--overwrite"):  # results are never replaced silently
+        linear_probe(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == first
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("features were extracted again although the cache matches")
 
     monkeypatch.setattr(linear_probe_module, "extract_features", no_extraction)
-    linear_probe(cfg, tmp_path / "run")
+    capsys.readouterr()
+    linear_probe(cfg, tmp_path / "run", overwrite=True)
+    assert f"from the cache in {tmp_path / 'run' / 'features'}" in capsys.readouterr().out  # and it says so
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == first
+
+
+def test_cached_probe_refuses_a_cache_of_another_trunk_or_dataset(data, tmp_path, quick_figures):
+    linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1"), tmp_path / "run")
+    with pytest.raises(FraferError, match="another trunk, pipeline or dataset .*trunk.seed: cached 0, now 1"):
+        linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1", "train.seed=1"), tmp_path / "run",
+                     overwrite=True)
+    with pytest.raises(FraferError, match="data.root: cached .*, now "):
+        linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1", train_root=data["val"],
+                             extra=("train", "test")), tmp_path / "run", overwrite=True)
+
+
+def test_fresh_runs_refuse_a_used_run_folder(data, ft_run, tmp_path, quick_figures):
+    run_dir, _ = ft_run
+    before = (run_dir / "results.json").read_text()
+    with pytest.raises(FraferError, match="already holds a run"):
+        finetune(cfg_for(data, "train.epochs=1"), run_dir)
+    assert (run_dir / "results.json").read_text() == before
+    shutil.copytree(run_dir, tmp_path / "copy")
+    (tmp_path / "copy" / "notes.txt").write_text("mine")
+    finetune(cfg_for(data, "train.epochs=1"), tmp_path / "copy", overwrite=True)
+    results = json.loads((tmp_path / "copy" / "results.json").read_text())
+    assert results["last"]["epoch"] == 1 and (tmp_path / "copy" / "notes.txt").read_text() == "mine"
+    assert [p.name for p in (tmp_path / "copy" / "checkpoints").glob("step_*")] == ["step_00000004"]
+
+
+def test_probe_head_trains_on_one_thread_whatever_the_setting(data, tmp_path, quick_figures, monkeypatch):
+    seen = []
+    real = linear_probe_module.lr_at
+
+    def recording(*args):
+        seen.append(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setattr(linear_probe_module, "lr_at", recording)
+    linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1", "train.threads=2"), tmp_path / "run")
+    assert seen and set(seen) == {1} and torch.get_num_threads() == 2  # restored after the head
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["machine"]["threads"] == 2
+
+
+def test_a_fine_tune_in_steps_validates_its_partial_last_epoch(data, tmp_path, quick_figures):
+    # 32 images / batch 8 = 4 steps an epoch: 6 steps end half-way through epoch 2, which is validated and reported
+    result = finetune(cfg_for(data, "train.steps=6", "optim.warmup_steps=2"), tmp_path / "run")
+    assert result.step == 6 and result.stopped == "completed"
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["last"]["epoch"] == 1.5
+    meta = json.loads((latest_checkpoint(tmp_path / "run") / "meta.json").read_text())
+    assert [h["epoch"] for h in meta["history"]] == [1, 1.5] and meta["total_steps"] == 6
+    lrs = [x["lr"] for x in metrics_lines(tmp_path / "run") if x["kind"] == "train"]
+    assert len(lrs) == 6 and lrs[1] == pytest.approx(2e-4) and lrs[-1] < lrs[2]  # warm-up, then the cosine
 
 
 # ----------------------------------------------------------------------------------------------- resume
@@ -545,7 +600,30 @@ def test_cli_linear_probe_evaluate_and_verify(data, fra_run, lfw, tmp_path, caps
     assert f"test: top-1 {top1:.2f}%" in capsys.readouterr().out and (tmp_path / "eval").is_dir()
     assert main(["verify", str(run), "--pairs", "lfw", "--root", str(lfw), "--workers", "0"]) == 0
     out = capsys.readouterr().out
-    assert "lfw: accuracy" in out and (run / "model" / "verification_lfw.json").is_file()
+    assert "lfw: accuracy" in out and (run / "model" / "verification_lfw_lfw.json").is_file()
+    # --out is honoured, and another root of the same protocol gets a file of its own
+    assert main(["verify", str(run), "--pairs", "lfw", "--root", str(lfw), "--workers", "0",
+                 "--out", str(tmp_path / "mine.json")]) == 0
+    assert json.loads((tmp_path / "mine.json").read_text())["protocol"] == "lfw"
+    other = tmp_path / "second" / "faces"
+    shutil.copytree(lfw, other)
+    shutil.copy(lfw.parent / "pairs.txt", other.parent / "pairs.txt")
+    assert main(["verify", str(run), "--pairs", "lfw", "--root", str(other), "--workers", "0"]) == 0
+    assert (run / "model" / "verification_lfw_faces.json").is_file()
+    assert (run / "model" / "verification_lfw_lfw.json").is_file()
+
+
+def test_cli_verifies_a_random_init_trunk(lfw, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    random = ["verify", "none", "--arch", "resnet18", "--width", "8", "--remove-maxpool", "--image-size", "32",
+              "--pairs", "lfw", "--root", str(lfw), "--workers", "0"]
+    assert main(random) == 0
+    first = json.loads((tmp_path / "verification_lfw_lfw.json").read_text())
+    assert first["weights"] == "random-resnet18-w8-nomaxpool-seed0" and first["image_size"] == 32
+    assert first["layout"] == {"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 8, "remove_maxpool": True}
+    assert main([*random, "--out", "again.json"]) == 0  # seeded: the same random trunk, the same figures
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["accuracy"] == first["accuracy"] and again["auc"] == first["auc"]
 
 
 def test_config_keys_list_the_finetune_defaults(capsys):
@@ -597,7 +675,7 @@ def test_verify_checkpoint_on_lfw(fra_run, lfw):
     result, path = verify_checkpoint(str(run_dir), "lfw", str(lfw))
     assert 0 <= result["accuracy"] <= 100 and 0 <= result["auc"] <= 100
     assert result["pairs"] == 8 and result["image_size"] == 32 and result["protocol"] == "lfw"
-    assert path == latest_checkpoint(run_dir) / "verification_lfw.json"
+    assert path == latest_checkpoint(run_dir) / "verification_lfw_lfw.json"
     assert json.loads(path.read_text())["accuracy"] == result["accuracy"]
 
 

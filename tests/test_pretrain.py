@@ -12,6 +12,7 @@ from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.train import pretrain as pretrain_module
 from frafer.train.checkpoint import latest_checkpoint, load_weights
+from frafer.train.optim import lr_at, momentum_at
 from frafer.train.pretrain import NonFiniteLoss, pretrain
 
 TINY = [
@@ -152,7 +153,7 @@ def test_resume_refuses_a_tampered_checkpoint(faces, tmp_path):
     ckpt = latest_checkpoint(tmp_path / "run")
     (ckpt / "weights.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(FraferError, match="not a readable safetensors"):
-        pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run", resume=True)
+        pretrain(tiny(faces, "train.epochs=1"), tmp_path / "run", resume=True)
     import pickle
 
     (ckpt / "weights.safetensors").unlink()
@@ -165,7 +166,7 @@ def test_resume_refuses_a_tampered_checkpoint(faces, tmp_path):
 
     (ckpt2 / "state.pt").write_bytes(pickle.dumps(Evil()))
     with pytest.raises(FraferError, match="cannot be loaded safely"):
-        pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run2", resume=True)
+        pretrain(tiny(faces, "train.epochs=1"), tmp_path / "run2", resume=True)
 
 
 def test_gradient_clipping_limits_the_plain_sgd_updates(faces, tmp_path):
@@ -221,3 +222,67 @@ def test_watching_a_run_does_not_change_it(faces, tmp_path):
     b = load_weights(latest_checkpoint(tmp_path / "watched") / "weights.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     assert plain.last_loss == watched.last_loss
+
+
+# ----------------------------------------------------------------------------------------------- run length
+
+
+def _train_lines(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if x["kind"] == "train"]
+
+
+def test_a_run_given_in_steps_completes_every_schedule(faces, tmp_path):
+    # 3 steps an epoch; 5 steps = 1 2/3 epochs. Warm-up 2 steps, then the cosine reaches min_lr at step 5 exactly
+    # and the momentum coefficient reaches ema_final: schedules span the run, not whole epochs.
+    result = pretrain(tiny(faces, "train.steps=5", "optim.warmup_steps=2", "optim.base_lr=0.5"), tmp_path / "run")
+    assert result.step == 5 and result.stopped == "completed"
+    train = _train_lines(tmp_path / "run")
+    assert [x["step"] for x in train] == [1, 2, 3, 4, 5]
+    expected_lr = [lr_at(k, 5, 2, 0.5) for k in range(5)]
+    assert [x["lr"] for x in train] == pytest.approx(expected_lr)
+    assert expected_lr[0] < expected_lr[1] == expected_lr[2] == 0.5 > expected_lr[3] > expected_lr[4] > 0
+    assert lr_at(5, 5, 2, 0.5) == 0  # the cosine ends where the run ends
+    assert [x["ema"] for x in train] == pytest.approx([momentum_at(k, 5) for k in range(5)])
+    meta = json.loads((latest_checkpoint(tmp_path / "run") / "meta.json").read_text())
+    assert meta["total_steps"] == 5 and meta["epoch"] == pytest.approx(5 / 3, abs=1e-4)
+
+
+def test_fractional_epochs_and_their_interruption_resume_exactly(faces, tmp_path):
+    # 1.5 epochs of 3 steps = 5 steps (half-way rounds up); max_steps=4 interrupts inside the second epoch.
+    straight = pretrain(tiny(faces, "train.epochs=1.5"), tmp_path / "straight")
+    assert straight.step == 5 and straight.stopped == "completed"
+    first = pretrain(tiny(faces, "train.epochs=1.5", "train.max_steps=4"), tmp_path / "resumed")
+    assert first.step == 4 and first.stopped == "max_steps"
+    resumed = pretrain(tiny(faces, "train.epochs=1.5"), tmp_path / "resumed", resume=True)
+    assert resumed.step == 5 and resumed.stopped == "completed"
+    a = load_weights(latest_checkpoint(tmp_path / "straight") / "weights.safetensors")
+    b = load_weights(latest_checkpoint(tmp_path / "resumed") / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [x["lr"] for x in _train_lines(tmp_path / "resumed")] == [x["lr"] for x in _train_lines(tmp_path / "straight")]
+
+
+def test_resume_refuses_another_run_length(faces, tmp_path):
+    pretrain(tiny(faces, "train.steps=5", "train.max_steps=2"), tmp_path / "run")
+    with pytest.raises(FraferError, match="schedules span 5 steps, the config now gives 6"):
+        pretrain(tiny(faces, "train.steps=6"), tmp_path / "run", resume=True)
+
+
+def test_a_warm_up_longer_than_the_run_is_refused(faces, tmp_path):
+    with pytest.raises(FraferError, match="optim.warmup_epochs.*30 steps is longer than the 6-step run"):
+        pretrain(tiny(faces, "train.epochs=2", "optim.warmup_epochs=10"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fresh_run_refuses_a_used_folder(faces, tmp_path, capsys):
+    pretrain(tiny(faces, "train.steps=3"), tmp_path / "run")
+    with pytest.raises(FraferError, match="already holds a run"):
+        pretrain(tiny(faces, "train.steps=4"), tmp_path / "run")
+    args = ["pretrain", "--run-dir", str(tmp_path / "run"), "--threads", "1", *TINY, "data.source=folder",
+            f"data.root={faces}", "train.steps=4"]
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*")] == ["step_00000004"]
+    assert load_config(tmp_path / "run" / "config.yaml").train.threads == 1
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["machine"]["threads"] == 1 and info["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

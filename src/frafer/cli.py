@@ -10,22 +10,30 @@ from pathlib import Path
 from frafer.errors import FraferError
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options every training command shares."""
+    p.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its latest checkpoint")
+    p.add_argument("--run-dir", help="run folder (default: train.out_dir/train.name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a run folder that holds another run, replacing its results")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads of torch (= train.threads; default: the cores less one per data worker)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="frafer", description="FRA self-supervised facial representation learning")
     sub = p.add_subparsers(dest="command", required=True)
 
     pre = sub.add_parser("pretrain", help="pre-train FRA (or BYOL) on unlabelled faces")
     pre.add_argument("--config", help="YAML recipe, e.g. configs/pretrain/fra_r50_vggface2.yaml")
-    pre.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its latest checkpoint")
-    pre.add_argument("--run-dir", help="run folder (default: train.out_dir/train.name)")
+    _run_options(pre)
     pre.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.base_lr=0.5")
 
     for name, what in (("finetune", "fine-tune a pre-trained (or random) trunk on expression labels"),
                        ("linear-probe", "train a linear head on the frozen trunk (cached features or faithful)")):
         ft = sub.add_parser(name, help=what)
         ft.add_argument("--config", help="YAML recipe, e.g. configs/finetune/rafdb.yaml")
-        ft.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its latest checkpoint")
-        ft.add_argument("--run-dir", help="run folder (default: train.out_dir/train.name)")
+        _run_options(ft)
         ft.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.init=runs/pre data.root=…")
 
     ev = sub.add_parser("evaluate", help="accuracy, macro-F1, confusion matrix and per-class report of a model bundle")
@@ -37,17 +45,27 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    ev.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads of torch (0 = the default)")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="data options, e.g. folds=10 fold=3")
 
     ver = sub.add_parser("verify", help="10-fold face verification (LFW, CFP-FP, CFP-FF) of a trunk")
-    ver.add_argument("checkpoint", help="pre-training run, checkpoint, bundle or torchvision-layout state dict")
+    ver.add_argument("checkpoint", help="pre-training run, checkpoint, bundle, torchvision-layout state dict, or "
+                     "'none': a random-init trunk built from --arch / --width / --remove-maxpool / --seed")
     ver.add_argument("--pairs", required=True, choices=["lfw", "cfp-fp", "cfp-ff"], help="protocol")
     ver.add_argument("--root", required=True, help="dataset root in its native layout")
     ver.add_argument("--image-size", type=int, default=0, help="input side (default: as trained, else 224)")
     ver.add_argument("--device", default="cpu")
     ver.add_argument("--batch-size", type=int, default=128)
     ver.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    ver.add_argument("--out", help="result JSON (default: verification_<pairs>.json beside the weights)")
+    ver.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads of torch (0 = the default)")
+    ver.add_argument("--out", help="result JSON (default: verification_<pairs>_<root folder>.json beside the "
+                     "weights; for 'none', in the current folder)")
+    ver.add_argument("--arch", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet50_slim"],
+                     help="random-init trunk (checkpoint 'none' only)")
+    ver.add_argument("--blocks", type=int, nargs=4, metavar="N", help="blocks per stage of the random-init trunk")
+    ver.add_argument("--width", type=int, default=64, help="first-stage channels of the random-init trunk")
+    ver.add_argument("--remove-maxpool", action="store_true", help="random-init trunk without the stem max-pool")
+    ver.add_argument("--seed", type=int, default=0, help="seed of the random-init trunk")
 
     exp = sub.add_parser("export-backbone", help="write a run's online trunk as torchvision-layout safetensors")
     exp.add_argument("run", help="run folder, checkpoint folder or weights file")
@@ -67,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--ft", action="append", default=[], metavar="key=value",
                       help="override of the downstream recipe (repeatable)")
     demo.add_argument("--out", default="runs/demo", help="demo folder: data and run (default: runs/demo)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="train.seed of every pre-training, probe and fine-tune (the data stay the same)")
+    demo.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (= train.threads)")
     demo.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -76,6 +97,8 @@ def _run_plan(args, cls, default_stem: str):
     from frafer.config import load_config
     from frafer.train.common import default_run_dir
 
+    if getattr(args, "threads", None) is not None:
+        args.overrides = [*args.overrides, f"train.threads={args.threads}"]
     if args.resume:
         if args.config:
             raise FraferError("--resume takes the run's own config.yaml; drop --config (overrides are allowed)")
@@ -93,7 +116,7 @@ def _pretrain(args) -> int:
     from frafer.train.pretrain import pretrain
 
     cfg, run_dir, resume = _run_plan(args, PretrainConfig, "pretrain")
-    result = pretrain(cfg, run_dir, resume=resume)
+    result = pretrain(cfg, run_dir, resume=resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{result.stopped} at step {result.step}, loss {result.last_loss:.4f}; run folder: {result.run_dir}")
     return 0
@@ -105,7 +128,7 @@ def _downstream(args) -> int:
 
     entry = finetune if args.command == "finetune" else linear_probe
     cfg, run_dir, resume = _run_plan(args, FinetuneConfig, args.command)
-    result = entry(cfg, run_dir, resume=resume)
+    result = entry(cfg, run_dir, resume=resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{result.stopped} at step {result.step}; results: {result.run_dir / 'results.md'}")
     return 0
@@ -113,7 +136,9 @@ def _downstream(args) -> int:
 
 def _evaluate(args) -> int:
     from frafer.eval.evaluate import evaluate_bundle
+    from frafer.train.machine import set_threads
 
+    set_threads(args.threads, args.workers)
     report, files = evaluate_bundle(args.model, args.format, args.data, args.split, args.out, args.device,
                                     args.batch_size, args.workers, args.overrides)
     print(f"{report['dataset']} {args.split}: top-1 {report['top1']:.2f}%, mean class acc "
@@ -123,10 +148,13 @@ def _evaluate(args) -> int:
 
 
 def _verify(args) -> int:
-    from frafer.eval.verify import verify_checkpoint
+    from frafer.eval.verify import RandomTrunk, verify_checkpoint
+    from frafer.train.machine import set_threads
 
+    set_threads(args.threads, args.workers)
+    random_trunk = RandomTrunk(args.arch, list(args.blocks or []), args.width, args.remove_maxpool, args.seed)
     result, path = verify_checkpoint(args.checkpoint, args.pairs, args.root, args.image_size, args.device,
-                                     args.batch_size, args.workers)
+                                     args.batch_size, args.workers, args.out, random_trunk)
     print(f"{args.pairs}: accuracy {result['accuracy']:.2f}% ± {result['std']:.2f} (10-fold), AUC {result['auc']:.2f}%"
           f", {result['pairs']} pairs ({result['skipped_pairs']} skipped)")
     print(f"result: {path}")
@@ -155,7 +183,8 @@ def _export(args) -> int:
 def _demo(args) -> int:
     from frafer.demo import run_demo
 
-    run_demo(args.config, args.out, args.overrides, args.finetune_config, args.ft)
+    seeded = [f"train.seed={args.seed}"] + ([] if args.threads is None else [f"train.threads={args.threads}"])
+    run_demo(args.config, args.out, [*args.overrides, *seeded], args.finetune_config, [*seeded, *args.ft])
     return 0
 
 

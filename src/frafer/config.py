@@ -108,6 +108,7 @@ class OptimConfig:
     lars_momentum: float = _f(0.9, "LARS momentum", lo=0, hi=1)
     lars_eta: float = _f(1e-3, "LARS trust coefficient eta", lo=0, lo_open=True)
     warmup_epochs: float = _f(10.0, "linear warm-up epochs (per step)", lo=0)
+    warmup_steps: int = _f(-1, "linear warm-up in steps (-1 = from optim.warmup_epochs)", lo=-1)
     min_lr: float = _f(0.0, "learning rate at the end of the cosine", lo=0)
     ema_base: float = _f(0.996, "momentum-network coefficient at step 0 (cosine to ema_final)", lo=0, hi=1)
     ema_final: float = _f(1.0, "momentum-network coefficient at the last step", lo=0, hi=1)
@@ -118,7 +119,9 @@ class OptimConfig:
 class TrainConfig:
     name: str = _f("", "run name; empty = <config file stem>-<time>")
     out_dir: str = _f("runs", "folder holding run folders")
-    epochs: int = _f(50, "training epochs", lo=1)
+    epochs: float = _f(50.0, "run length in epochs, fractions allowed (2.5); every schedule spans exactly it",
+                       lo=0, lo_open=True)
+    steps: int = _f(0, "run length in optimizer steps; overrides train.epochs when > 0", lo=0)
     batch_size: int = _f(512, "global batch (split evenly over processes)", lo=2)
     precision: Literal["fp32", "bf16", "fp16"] = _f("bf16", "bf16 autocast (CPU/CUDA) or fp16 + grad scaler (CUDA)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
@@ -128,7 +131,10 @@ class TrainConfig:
     checkpoint_every: int = _f(1000, "steps between checkpoints (and one at the end)", lo=1)
     keep_checkpoints: int = _f(2, "checkpoints kept on disk", lo=1)
     tensorboard: bool = _f(True, "also write TensorBoard event files")
-    max_steps: int = _f(0, "stop after this many steps (0 = all epochs); schedules still span all epochs", lo=0)
+    max_steps: int = _f(0, "interrupt the run at this step with a checkpoint (0 = never); --resume continues the "
+                        "same schedules", lo=0)
+    threads: int = _f(0, "CPU threads of torch per process (0 = the process's share of the cores, less one per data "
+                      "worker)", lo=0)
 
 
 @dataclass
@@ -230,6 +236,7 @@ class FinetuneOptimConfig:
     weight_decay: float = _f(0.05, "AdamW weight decay (not on biases and normalisation parameters)", lo=0)
     betas: tuple[float, float] = _f((0.9, 0.999), "AdamW betas")
     warmup_epochs: float = _f(5.0, "linear warm-up epochs (per step)", lo=0)
+    warmup_steps: int = _f(-1, "linear warm-up in steps (-1 = from optim.warmup_epochs)", lo=-1)
     min_lr: float = _f(1e-6, "learning rate at the end of the cosine", lo=0)
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy", lo=0, hi=1)
     grad_clip: float = _f(0.0, "clip the global gradient norm to this value (0 = off)", lo=0)
@@ -254,7 +261,9 @@ class ProbeConfig:
 class FinetuneTrainConfig:
     name: str = _f("", "run name; empty = <config file stem>-<time>")
     out_dir: str = _f("runs", "folder holding run folders")
-    epochs: int = _f(100, "fine-tuning epochs", lo=1)
+    epochs: float = _f(100.0, "fine-tuning length in epochs, fractions allowed (2.5); every schedule spans exactly it",
+                       lo=0, lo_open=True)
+    steps: int = _f(0, "fine-tuning length in optimizer steps; overrides train.epochs when > 0", lo=0)
     batch_size: int = _f(256, "global batch (split evenly over processes)", lo=1)
     precision: Literal["fp32", "bf16", "fp16"] = _f("bf16", "bf16 autocast (CPU/CUDA) or fp16 + grad scaler (CUDA)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
@@ -266,7 +275,10 @@ class FinetuneTrainConfig:
     log_every: int = _f(10, "steps between metric lines", lo=1)
     keep_checkpoints: int = _f(2, "checkpoints kept on disk (one per epoch)", lo=1)
     tensorboard: bool = _f(True, "also write TensorBoard event files")
-    max_steps: int = _f(0, "stop after this many steps (0 = all epochs); schedules still span all epochs", lo=0)
+    max_steps: int = _f(0, "interrupt the run at this step with a checkpoint (0 = never); --resume continues the "
+                        "same schedules", lo=0)
+    threads: int = _f(0, "CPU threads of torch per process (0 = the process's share of the cores, less one per data "
+                      "worker)", lo=0)
 
 
 @dataclass

@@ -7,6 +7,8 @@ pair is the cosine of the two embeddings.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,22 +58,53 @@ def _recorded_input(weights_source: str) -> tuple[int, tuple, tuple] | None:
     return None
 
 
+@dataclass(frozen=True)
+class RandomTrunk:
+    """The trunk `verify none` builds: the random baseline of a verification table, seeded."""
+
+    arch: str = "resnet50"
+    blocks: list[int] | None = None
+    width: int = 64
+    remove_maxpool: bool = False
+    seed: int = 0
+
+    def describe(self) -> str:
+        pool = "-nomaxpool" if self.remove_maxpool else ""
+        return f"random-{self.arch}-w{self.width}{pool}-seed{self.seed}"
+
+
+def default_result_path(kind: str, root: str | Path, weights: str | None) -> Path:
+    """verification_<protocol>_<root folder>.json beside the weights, or in the current folder for a random trunk."""
+    name = re.sub(r"[^\w.-]+", "_", Path(root).resolve().name) or "root"
+    folder = Path(weights).parent if weights else Path(".")
+    return folder / f"verification_{kind}_{name}.json"
+
+
 def verify_checkpoint(
     checkpoint: str, kind: str, root: str, image_size: int = 0, device: str = "cpu", batch_size: int = 128,
-    num_workers: int = 0, out: str | None = None,
+    num_workers: int = 0, out: str | None = None, random_trunk: RandomTrunk | None = None,
 ) -> tuple[dict, Path]:
-    """Load any trunk `model.init` accepts, run the protocol `kind` on `root`, write the result as JSON."""
-    from frafer.train.init_weights import load_trunk
+    """Load any trunk `model.init` accepts, run the protocol `kind` on `root`, write the result as JSON to `out`.
+
+    `checkpoint` 'none' verifies the random-init trunk `random_trunk` describes (seeded by its seed).
+    """
+    from frafer.train.init_weights import is_random_init, load_trunk
 
     pairs = read_pairs(kind, root)
-    trunk, record = load_trunk(checkpoint, "resnet50", [], 64, False)
-    recorded = _recorded_input(record["source"])
+    random_trunk = random_trunk or RandomTrunk()
+    random = is_random_init(checkpoint)
+    if random:
+        torch.manual_seed(random_trunk.seed)
+    r = random_trunk
+    trunk, record = load_trunk(checkpoint, r.arch, list(r.blocks or []), r.width, r.remove_maxpool)
+    recorded = None if random else _recorded_input(record["source"])
     size, mean, std = recorded or (224, VGGFACE2_MEAN, VGGFACE2_STD)
     size = image_size or size
     dev = torch.device(device)
     result = verify_trunk(trunk.to(dev), pairs, size, dev, mean, std, batch_size, num_workers, progress=True)
-    result.update(protocol=kind, root=str(root), weights=record["source"], image_size=size)
-    path = Path(out) if out else Path(record["source"]).parent / f"verification_{kind}.json"
+    result.update(protocol=kind, root=str(root), weights=r.describe() if random else record["source"],
+                  layout=record["layout"], image_size=size)
+    path = Path(out) if out else default_result_path(kind, root, None if random else record["source"])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2))
     return result, path

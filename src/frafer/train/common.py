@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -33,8 +35,10 @@ def git_commit() -> str:
 
 
 def run_info(seed: int, world_size: int, device: torch.device) -> dict:
-    """Seed, versions, commit and start time: written as run.json beside a run's checkpoints."""
+    """Seed, versions, commit, machine and start time: written as run.json beside a run's checkpoints."""
     import torchvision
+
+    from frafer.train.machine import machine_info
 
     return {
         "seed": seed,
@@ -45,8 +49,25 @@ def run_info(seed: int, world_size: int, device: torch.device) -> dict:
             "frafer": frafer.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version(),
         },
+        "machine": machine_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def check_resumable(ckpt: Path, budget) -> dict:
+    """The checkpoint's meta.json, after checking that it was planned with the same steps per epoch and length."""
+    meta = json.loads((ckpt / "meta.json").read_text())
+    if meta.get("steps_per_epoch") != budget.steps_per_epoch:
+        raise FraferError(
+            f"cannot resume {ckpt}: it was made with {meta.get('steps_per_epoch')} steps per epoch, the data and "
+            f"batch size now give {budget.steps_per_epoch}"
+        )
+    if meta.get("total_steps", budget.total) != budget.total:
+        raise FraferError(
+            f"cannot resume {ckpt}: its schedules span {meta['total_steps']} steps, the config now gives "
+            f"{budget.total} (train.epochs / train.steps); resume with the run's own length"
+        )
+    return meta
 
 
 def default_run_dir(out_dir: str, name: str, config_name: str) -> Path:
@@ -106,3 +127,34 @@ def whole_step():
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
     if received:
         signal.raise_signal(signal.SIGINT)
+
+
+# What a run writes into its folder; --overwrite removes exactly these (and never anything else a user keeps there).
+RUN_ARTIFACTS = ("config.yaml", "run.json", "init.json", "metrics.jsonl", "results.json", "results.md", "tb",
+                 "checkpoints", "reports", "model", "model_last", "features", "folds.json", "folds.md")
+
+
+def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, keep: tuple[str, ...] = (),
+                  clear: bool = True) -> None:
+    """Refuse to start a fresh run in a folder that holds another one, unless `overwrite` (then clear it).
+
+    `keep` names artifacts an overwrite leaves in place (a probe's feature cache, checked against its trunk and
+    data before any reuse). Resuming continues the folder's own run and is always allowed. Under torchrun every
+    process checks and only the main one (`clear`) removes.
+    """
+    run_dir = Path(run_dir)
+    if resume or not run_dir.is_dir():
+        return
+    present = [name for name in RUN_ARTIFACTS if (run_dir / name).exists()]
+    if not present:
+        return
+    if not overwrite:
+        raise FraferError(
+            f"run folder {run_dir} already holds a run ({', '.join(present[:4])}); pass --overwrite to replace its "
+            "results, --resume to continue it, or choose another --run-dir"
+        )
+    for name in present if clear else ():
+        if name in keep:
+            continue
+        target = run_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()

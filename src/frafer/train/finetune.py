@@ -30,7 +30,7 @@ from frafer.eval.evaluate import evaluate_samples
 from frafer.eval.metrics import markdown_table, write_report
 from frafer.losses.fer import classification_loss, crowd_loss
 from frafer.models.classifier import FERClassifier
-from frafer.train import common, distributed
+from frafer.train import common, distributed, machine
 from frafer.train.checkpoint import (
     WEIGHTS,
     atomic_write_text,
@@ -42,7 +42,7 @@ from frafer.train.checkpoint import (
 from frafer.train.fer_data import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.train.init_weights import TrunkLayout, load_trunk
 from frafer.train.metrics import MetricsLogger
-from frafer.train.optim import lr_at, split_decay_groups
+from frafer.train.optim import lr_at, plan_budget, split_decay_groups
 
 _NAN_ADVICE = "Lower optim.lr, raise optim.warmup_epochs or use train.precision=fp32."
 
@@ -101,13 +101,22 @@ def loss_fn(cfg: FinetuneConfig):
 # ----------------------------------------------------------------------------------------------- entries
 
 
-def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False) -> FinetuneResult:
-    """Fine-tune the whole network on expression labels (METHOD.md §2); see the module docstring."""
-    return _run(cfg, run_dir, resume, frozen=False)
+def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False,
+             overwrite: bool = False) -> FinetuneResult:
+    """Fine-tune the whole network on expression labels (METHOD.md §2); see the module docstring.
+
+    A fresh run into a folder holding another run is refused unless `overwrite` (which clears that run first).
+    """
+    return _run(cfg, run_dir, resume, frozen=False, overwrite=overwrite)
 
 
-def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False) -> FinetuneResult:
-    """Train a linear head on the frozen trunk: cached features (probe.path=cached) or the faithful loop."""
+def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False,
+                 overwrite: bool = False) -> FinetuneResult:
+    """Train a linear head on the frozen trunk: cached features (probe.path=cached) or the faithful loop.
+
+    Into a folder holding another run only with `overwrite`; the cached path then reuses the folder's feature
+    cache when it was made from the same trunk, pipeline and data, and refuses it otherwise.
+    """
     if cfg.probe.path == "cached":
         from frafer.train.linear_probe import cached_linear_probe
 
@@ -115,23 +124,26 @@ def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume:
         try:
             if ctx.world_size > 1:
                 raise FraferError("the cached linear probe runs in one process; use probe.path=faithful with torchrun")
-            return cached_linear_probe(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), ctx.device)
+            return cached_linear_probe(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), ctx.device, overwrite)
         finally:
             distributed.teardown()
-    return _run(cfg, run_dir, resume, frozen=True)
+    return _run(cfg, run_dir, resume, frozen=True, overwrite=overwrite)
 
 
 def _resolve_run_dir(cfg: FinetuneConfig, run_dir, mode: str) -> Path:
     return Path(run_dir) if run_dir else common.default_run_dir(cfg.train.out_dir, cfg.train.name, mode)
 
 
-def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool) -> FinetuneResult:
+def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bool = False) -> FinetuneResult:
     ctx = distributed.setup(cfg.train.device)
     try:
         if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
             raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
         mode = "linear_probe" if frozen else "finetune"
-        return _train(cfg, _resolve_run_dir(cfg, run_dir, mode), resume, frozen, ctx)
+        run_dir = _resolve_run_dir(cfg, run_dir, mode)
+        common.claim_run_dir(run_dir, resume, overwrite, clear=ctx.is_main)  # every rank refuses alike
+        distributed.barrier()
+        return _train(cfg, run_dir, resume, frozen, ctx)
     finally:
         distributed.teardown()
 
@@ -142,8 +154,8 @@ def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool) -> FinetuneRe
 def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) -> FinetuneResult:
     t, device = cfg.train, ctx.device
     mode = "linear_probe" if frozen else "finetune"
-    epochs = cfg.probe.epochs if frozen else t.epochs
     batch_size = cfg.probe.batch_size if frozen else t.batch_size
+    machine.set_threads(t.threads, cfg.data.num_workers)
     random.seed(t.seed)
 
     # Data first: a bad path or label fails before any model is built.
@@ -157,10 +169,13 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
     eval_tf = build_eval_transform(cfg.data.image_size, a.mean, a.std)
     weights = class_balanced_weights(train_samples, len(splits.classes)) if cfg.data.balanced_sampler else None
     sampler = EpochBatchSampler(len(train_samples), batch_size, ctx.rank, ctx.world_size, t.seed, weights)
-    steps_per_epoch = len(train_samples) // batch_size
-    total_steps = steps_per_epoch * epochs
-    last_step = min(total_steps, t.max_steps) if t.max_steps else total_steps
-    warmup_steps = 0 if frozen else round(cfg.optim.warmup_epochs * steps_per_epoch)
+    if frozen:  # the probe's own length, no warm-up (as the cached probe)
+        budget = plan_budget(len(train_samples), batch_size, cfg.probe.epochs, 0, 0.0, 0, t.max_steps,
+                             where="probe")
+    else:
+        budget = plan_budget(len(train_samples), batch_size, t.epochs, t.steps, cfg.optim.warmup_epochs,
+                             cfg.optim.warmup_steps, t.max_steps)
+    steps_per_epoch = budget.steps_per_epoch
     min_lr = 0.0 if frozen else cfg.optim.min_lr
 
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -182,7 +197,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
 
     step, history, best = 0, [], None
     if ckpt is not None:
-        step, history, best = _restore(ckpt, model, optimizer, scaler, device, steps_per_epoch)
+        step, history, best = _restore(ckpt, model, optimizer, scaler, device, budget)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -211,16 +226,18 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
         if ctx.is_main:
             state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
                      "rng": common.rng_state(device)}
-            meta = {"step": step, "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-                    "loss": result.last_loss, "reason": reason, "history": history, "best": best}
+            meta = {"step": step, "epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch,
+                    "total_steps": budget.total, "loss": result.last_loss, "reason": reason, "history": history,
+                    "best": best}
             save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
         distributed.barrier()
 
-    def validation_due(finished: int) -> bool:
-        every = finished % t.eval_every_epochs == 0 or finished == epochs
-        return ctx.is_main and bool(splits.val) and finished > 0 and every
+    def validation_due() -> bool:
+        """After every `eval_every_epochs` whole epochs, and at the run's end (a partial last epoch too)."""
+        whole = step % steps_per_epoch == 0 and (step // steps_per_epoch) % t.eval_every_epochs == 0
+        return ctx.is_main and bool(splits.val) and step > 0 and (whole or step == budget.total)
 
-    def validate_epoch(finished: int, best: dict | None) -> dict | None:
+    def validate_epoch(finished: float, best: dict | None) -> dict | None:
         """Validate after epoch `finished`, record it, save the bundle when it is the best so far; returns best."""
         report = evaluate(splits.val, "validating")
         record = {"epoch": finished, "step": step, "val_top1": report["top1"], "val_macro_f1": report["macro_f1"]}
@@ -232,26 +249,26 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
             save_model(run_dir / "model", model, cfg, splits, init_record, mode, finished, report)
         loss = f"loss {result.last_loss:.4f}, " if math.isfinite(result.last_loss) else ""
         mark = " (best)" if improved else ""
-        tqdm.write(f"epoch {finished}/{epochs}: {loss}val top-1 {report['top1']:.2f}%{mark}")
+        tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: {loss}val top-1 {report['top1']:.2f}%{mark}")
         return best
 
     model.train()
     unreadable = 0
-    finished = step // steps_per_epoch
-    if step % steps_per_epoch == 0 and validation_due(finished) and all(r["epoch"] != finished for r in history):
+    finished = budget.epoch(step)
+    if budget.ends_epoch(step) and validation_due() and all(r["epoch"] != finished for r in history):
         # resumed from a checkpoint taken at an epoch's end before its validation was recorded (Ctrl-C while
         # validating): validate now, so that epoch still takes part in model selection
         best = validate_epoch(finished, best)
     try:
-        while step < last_step:
+        while step < budget.stop:
             epoch, start_batch = divmod(step, steps_per_epoch)
             sampler.set_epoch(epoch, start_batch)
-            bar = tqdm(loader, total=len(sampler), desc=f"{mode} epoch {epoch + 1}/{epochs}",
+            bar = tqdm(loader, total=len(sampler), desc=f"{mode} epoch {epoch + 1}/{math.ceil(budget.epochs)}",
                        disable=not ctx.is_main, dynamic_ncols=True, leave=False)
             tick, seen = time.perf_counter(), 0
             for images, targets, _, bad in bar:
                 unreadable += bad
-                lr_scale = lr_at(step, total_steps, warmup_steps, 1.0, 0.0)
+                lr_scale = lr_at(step, budget.total, budget.warmup, 1.0, 0.0)
                 for g in optimizer.param_groups:
                     g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
                 with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
@@ -271,25 +288,25 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
                     step += 1
                 seen += len(images) * ctx.world_size
                 result.step = step
-                if step % t.log_every == 0 or step == last_step:
+                if step % t.log_every == 0 or step == budget.stop:
                     rate = seen / max(time.perf_counter() - tick, 1e-9)
                     lr_now = optimizer.param_groups[0]["lr"]
                     logger.log(step, {"loss": result.last_loss, "lr": lr_now, "img_per_s": rate}, prefix="train")
                     bar.set_postfix(loss=f"{result.last_loss:.4f}", lr=f"{lr_now:.2e}", img_s=f"{rate:.0f}")
-                if step >= last_step:
+                if step >= budget.stop:
                     break
             bar.close()
-            if step % steps_per_epoch:
-                break  # stopped inside an epoch by max_steps
-            finished = step // steps_per_epoch
+            if not budget.ends_epoch(step):
+                break  # interrupted inside an epoch by max_steps
+            finished = budget.epoch(step)
             if ctx.is_main and unreadable:
-                tqdm.write(f"skipped {unreadable} unreadable image(s) in epoch {finished}")
+                tqdm.write(f"skipped {unreadable} unreadable image(s) in epoch {finished:g}")
                 logger.log(step, {"unreadable": unreadable}, prefix="data")
             unreadable = 0
-            if validation_due(finished):
+            if validation_due():
                 best = validate_epoch(finished, best)
             elif ctx.is_main:
-                tqdm.write(f"epoch {finished}/{epochs}: loss {result.last_loss:.4f}")
+                tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: loss {result.last_loss:.4f}")
             checkpoint("epoch")
     except KeyboardInterrupt:
         result.stopped = "interrupted"
@@ -298,12 +315,11 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
         checkpoint("interrupted")
         logger.close()
         raise
-    result.stopped = "completed" if step >= total_steps else "max_steps"
-    if step % steps_per_epoch:
+    result.stopped = "completed" if step >= budget.total else "max_steps"
+    if not budget.ends_epoch(step):
         checkpoint(result.stopped)
     if ctx.is_main:
-        epochs_done = step // steps_per_epoch if step % steps_per_epoch == 0 else step / steps_per_epoch
-        result.results = _finish(run_dir, model, cfg, splits, init_record, mode, epochs_done, best,
+        result.results = _finish(run_dir, model, cfg, splits, init_record, mode, budget.epoch(step), best,
                                  evaluate)
     distributed.barrier()
     logger.close()
@@ -357,11 +373,8 @@ def write_results(run_dir: Path, results: dict, classes, reports_dir: Path, head
     tqdm.write(f"\n{header}\n{table}")
 
 
-def _restore(ckpt: Path, model, optimizer, scaler, device, steps_per_epoch: int):
-    meta = json.loads((ckpt / "meta.json").read_text())
-    if meta.get("steps_per_epoch") != steps_per_epoch:
-        raise FraferError(f"cannot resume {ckpt}: it was made with {meta.get('steps_per_epoch')} steps per epoch, "
-                          f"the data and batch size now give {steps_per_epoch}")
+def _restore(ckpt: Path, model, optimizer, scaler, device, budget):
+    meta = common.check_resumable(ckpt, budget)
     try:
         model.load_state_dict(load_weights(ckpt / WEIGHTS))
     except RuntimeError as err:

@@ -136,9 +136,14 @@ def resolve_init(init: str) -> Path:
     raise FraferError(f"model.init {path}: no such file or folder (or use 'none' for random init)")
 
 
+def is_random_init(init: str) -> bool:
+    """'none' (or 'random', or empty): a randomly initialised trunk, the baseline of every table."""
+    return init.strip().lower() in ("", "none", "random")
+
+
 def load_trunk(init: str, arch: str, blocks: list[int], width: int, remove_maxpool: bool) -> tuple[ResNetTrunk, dict]:
     """The trunk `init` describes, with its weights loaded, and a record {source, layout} for the run folder."""
-    if init.strip().lower() in ("", "none", "random"):
+    if is_random_init(init):
         trunk = build_trunk(arch, blocks, width, remove_maxpool)
         layout = infer_layout(trunk.state_dict(), remove_maxpool)
         return trunk, {"source": "none (random init)", "layout": layout.to_dict()}

@@ -4,18 +4,19 @@ It replays exactly what the faithful loop (`frafer.train.finetune`, trunk frozen
 augmentation is off: same head initialisation, batch order, targets, SGD and per-step cosine LR, so the two paths
 give the same head (tested). Training features may be averaged with their mirror image (probe.flip_average);
 validation and test features never are, so the reported numbers are those of the saved bundle.
+
+The head trains with one CPU thread: its matrix products are far too small to gain from more, and threads that
+wait for cores another process holds made a 100-epoch probe take minutes instead of seconds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -24,9 +25,10 @@ from frafer.data.fer import FERImages, FERSample, collate_fer
 from frafer.data.sampling import EpochBatchSampler
 from frafer.data.transforms import build_eval_transform
 from frafer.eval.metrics import classification_report
-from frafer.train import common
-from frafer.train.checkpoint import atomic_write_text, save_weights
-from frafer.train.fer_data import class_balanced_weights, make_targets, prepare_splits
+from frafer.train import common, machine
+from frafer.train.checkpoint import atomic_write_text
+from frafer.train.feature_store import FeatureStore, feature_identity
+from frafer.train.fer_data import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.train.finetune import (
     FinetuneResult,
     build_classifier,
@@ -62,37 +64,7 @@ def extract_features(
         feats[index] = f.cpu()
         readable[index] = True
     if feats is None:
-        raise ValueError("no readable image to extract features from")
-    return feats, readable
-
-
-def _fingerprint(cfg: FinetuneConfig, init_record: dict, samples: list[FERSample], flip: bool) -> str:
-    """What the cached features depend on: weights file (path, size, mtime), input pipeline, sample list."""
-    source = init_record["source"]
-    stat = Path(source).stat() if Path(source).is_file() else None
-    parts = {
-        "source": source, "size": stat.st_size if stat else None, "mtime": stat.st_mtime_ns if stat else None,
-        "layout": init_record["layout"], "seed": cfg.train.seed if stat is None else None,
-        "image_size": cfg.data.image_size, "mean": list(cfg.aug.mean), "std": list(cfg.aug.std), "flip": flip,
-        "precision": cfg.train.precision,
-        "keys": hashlib.sha256("\n".join(s.key for s in samples).encode()).hexdigest(),
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def cached_features(cache_dir: Path, name: str, fingerprint: str, compute) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load `name` from the cache if its fingerprint matches, else compute and store it."""
-    path = cache_dir / f"{name}.safetensors"
-    if path.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            if (f.metadata() or {}).get("fingerprint") == fingerprint:
-                tensors = load_file(str(path))
-                return tensors["features"], tensors["readable"].bool()
-    feats, readable = compute()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(path, {"features": feats, "readable": readable.to(torch.uint8)}, {"fingerprint": fingerprint})
+        feats = torch.zeros(len(samples), model.head.in_features)  # nothing readable: every row masked out
     return feats, readable
 
 
@@ -101,10 +73,17 @@ def _probe_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("trunk.")}
 
 
-def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device) -> FinetuneResult:
-    """probe.path=cached: the whole linear probe on cached features; see the module docstring."""
+def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device, overwrite: bool = False,
+                        store: FeatureStore | None = None, splits: FERSplits | None = None) -> FinetuneResult:
+    """probe.path=cached: the whole linear probe on cached features; see the module docstring.
+
+    `store` (the features of the whole dataset, shared by the folds of a k-fold run) defaults to `run_dir/features`;
+    `splits`, when given, are used instead of reading the dataset again.
+    """
     t, p = cfg.train, cfg.probe
-    splits = prepare_splits(cfg.data, t.seed)
+    common.claim_run_dir(run_dir, resume=False, overwrite=overwrite, keep=("features",))
+    machine.set_threads(t.threads, cfg.data.num_workers)
+    splits = splits or prepare_splits(cfg.data, t.seed)
     train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
     tqdm.write(splits.summary())
     model, init_record = build_classifier(cfg, len(splits.classes))
@@ -119,17 +98,18 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
 
     eval_tf = build_eval_transform(cfg.data.image_size, cfg.aug.mean, cfg.aug.std)
-    workers = cfg.data.num_workers
-    cache = run_dir / "features"
+    store = store or FeatureStore(run_dir / "features", feature_identity(cfg, init_record))
 
     def features(name, samples, flip):
-        fingerprint = _fingerprint(cfg, init_record, samples, flip)
-        return cached_features(cache, name, fingerprint, lambda: extract_features(
-            model, samples, eval_tf, device, p.batch_size, workers, flip, t.precision, desc=f"features {name}"))
+        return store.get(samples, flip, name, lambda missing: extract_features(
+            model, missing, eval_tf, device, p.batch_size, cfg.data.num_workers, flip, t.precision,
+            desc=f"features {name}"))
 
     train_x, train_ok = features("train", train_samples, p.flip_average)
     val = features("val", splits.val, False) if splits.val else None
     test = features("test", splits.test, False) if splits.test else None
+    if not train_ok.any():
+        raise common.FraferError("no readable training image to train the linear probe on")
 
     def evaluate(samples, feats):
         x, ok = feats
@@ -144,39 +124,46 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
 
     weights = class_balanced_weights(train_samples, len(splits.classes)) if cfg.data.balanced_sampler else None
     sampler = EpochBatchSampler(len(train_samples), p.batch_size, 0, 1, t.seed, weights)
-    steps_per_epoch = len(train_samples) // p.batch_size
-    total_steps = steps_per_epoch * p.epochs
     optimizer = build_optimizer(cfg, model, frozen=True)
     criterion = loss_fn(cfg)
     logger = MetricsLogger(run_dir, tensorboard=t.tensorboard)
+    # Targets that do not change between epochs, gathered once: class ids, or the crowd vectors of every sample.
+    fixed_targets = None
+    if cfg.data.crowd_mode in ("none", "majority", "multilabel", "crossentropy"):
+        fixed_targets = torch.stack([torch.as_tensor(target_fn(s, i, 0)) for i, s in enumerate(train_samples)])
     history, best, best_head, step, loss = [], None, None, 0, math.nan
+    total_steps = (len(train_samples) // p.batch_size) * p.epochs
     model.train()  # the head and feature norm; the frozen trunk stays in eval mode
-    for epoch in tqdm(range(p.epochs), desc="linear probe (cached)", leave=False):
-        sampler.set_epoch(epoch)
-        for keys in sampler:
-            rows = [(i, seed) for i, seed in keys if train_ok[i]]  # unreadable images drop out, as in the loop
-            scale = lr_at(step, total_steps, 0, 1.0, 0.0)
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * scale
-            if rows:
-                idx = torch.tensor([i for i, _ in rows])
-                targets = torch.stack([torch.as_tensor(target_fn(train_samples[i], i, s)) for i, s in rows])
-                logits = model.classify(train_x[idx].to(device))
-                loss_t = criterion(logits.float(), targets.to(device))
-                common.check_finite(step, {"loss": loss_t}, "Lower probe.lr.")
-                optimizer.zero_grad(set_to_none=True)
-                loss_t.backward()
-                optimizer.step()
-                loss = loss_t.item()
-            step += 1
-        finished = epoch + 1
-        logger.log(step, {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}, prefix="train")
-        if val is not None and (finished % t.eval_every_epochs == 0 or finished == p.epochs):
-            report = evaluate(splits.val, val)
-            history.append({"epoch": finished, "val_top1": report["top1"], "val_macro_f1": report["macro_f1"]})
-            logger.log(step, history[-1], prefix="val")
-            if t.select == "val" and (best is None or report["top1"] > best["val_top1"]):
-                best, best_head = history[-1], _probe_state(model)
+    with machine.limited_threads(1):
+        for epoch in tqdm(range(p.epochs), desc="linear probe (cached)", leave=False):
+            sampler.set_epoch(epoch)
+            for keys in sampler:
+                rows = [(i, seed) for i, seed in keys if train_ok[i]]  # unreadable images drop out, as in the loop
+                scale = lr_at(step, total_steps, 0, 1.0, 0.0)
+                for g in optimizer.param_groups:
+                    g["lr"] = g["base_lr"] * scale
+                if rows:
+                    idx = torch.tensor([i for i, _ in rows])
+                    if fixed_targets is not None:
+                        targets = fixed_targets[idx]
+                    else:  # probability mode: a label drawn afresh from each sample's seed
+                        targets = torch.stack([torch.as_tensor(target_fn(train_samples[i], i, s)) for i, s in rows])
+                    logits = model.classify(train_x[idx].to(device))
+                    loss_t = criterion(logits.float(), targets.to(device))
+                    common.check_finite(step, {"loss": loss_t}, "Lower probe.lr.")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss_t.backward()
+                    optimizer.step()
+                    loss = loss_t.item()
+                step += 1
+            finished = epoch + 1
+            logger.log(step, {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}, prefix="train")
+            if val is not None and (finished % t.eval_every_epochs == 0 or finished == p.epochs):
+                report = evaluate(splits.val, val)
+                history.append({"epoch": finished, "val_top1": report["top1"], "val_macro_f1": report["macro_f1"]})
+                logger.log(step, history[-1], prefix="val")
+                if t.select == "val" and (best is None or report["top1"] > best["val_top1"]):
+                    best, best_head = history[-1], _probe_state(model)
     logger.close()
 
     results = {"last": {"epoch": p.epochs, "val": evaluate(splits.val, val) if val else None,

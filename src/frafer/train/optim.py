@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from frafer.errors import FraferError
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -92,3 +95,46 @@ def momentum_at(step: int, total_steps: int, base: float = 0.996, final: float =
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A run's length in steps, and the steps its schedules span (warm-up, cosine, momentum: all of `total`)."""
+
+    steps_per_epoch: int
+    total: int  # the run's last step: every schedule ends exactly here
+    warmup: int
+    stop: int  # where this invocation stops: total, or an earlier train.max_steps interruption
+
+    def epoch(self, step: int) -> int | float:
+        """Epochs done after `step` steps: an int at an epoch's end, a fraction inside one."""
+        whole, rest = divmod(step, self.steps_per_epoch)
+        return whole if rest == 0 else round(step / self.steps_per_epoch, 4)
+
+    @property
+    def epochs(self) -> float:
+        return self.total / self.steps_per_epoch
+
+    def ends_epoch(self, step: int) -> bool:
+        """A whole epoch just finished, or the run's last (possibly partial) epoch did."""
+        return step % self.steps_per_epoch == 0 or step == self.total
+
+
+def plan_budget(num_samples: int, batch_size: int, epochs: float, steps: int, warmup_epochs: float,
+                warmup_steps: int = -1, max_steps: int = 0, where: str = "train") -> Budget:
+    """The run length given in steps (`steps` > 0) or in possibly fractional epochs, with its warm-up.
+
+    A warm-up longer than the run would never reach the peak learning rate: it is an error naming the keys.
+    """
+    steps_per_epoch = num_samples // batch_size
+    if steps_per_epoch < 1:
+        raise FraferError(f"config key '{where}.batch_size': {batch_size} is larger than the {num_samples} "
+                          "training samples; not one full batch per epoch")
+    total = steps if steps > 0 else max(1, int(epochs * steps_per_epoch + 0.5))  # half-way rounds up
+    warmup = warmup_steps if warmup_steps >= 0 else round(warmup_epochs * steps_per_epoch)
+    if warmup > total:
+        raise FraferError(
+            f"config key 'optim.warmup_epochs': a warm-up of {warmup} steps is longer than the {total}-step run "
+            f"({steps_per_epoch} steps an epoch); lower optim.warmup_epochs or set optim.warmup_steps"
+        )
+    return Budget(steps_per_epoch, total, warmup, min(total, max_steps) if max_steps else total)

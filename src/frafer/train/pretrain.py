@@ -32,7 +32,7 @@ from frafer.eval.verify import verify_trunk
 from frafer.losses.ssl import fra_loss
 from frafer.models.fra import FRA
 from frafer.models.norm import convert_to_global_bn
-from frafer.train import common, distributed
+from frafer.train import common, distributed, machine
 from frafer.train.checkpoint import (
     WEIGHTS,
     atomic_write_text,
@@ -43,7 +43,7 @@ from frafer.train.checkpoint import (
 )
 from frafer.train.common import NonFiniteLoss
 from frafer.train.metrics import MetricsLogger
-from frafer.train.optim import build_lars, lr_at, momentum_at, set_lr
+from frafer.train.optim import build_lars, lr_at, momentum_at, plan_budget, set_lr
 
 _NAN_ADVICE = "Lower optim.base_lr, raise optim.warmup_epochs or use train.precision=fp32."
 
@@ -104,29 +104,36 @@ def default_run_dir(cfg: PretrainConfig, config_name: str = "pretrain") -> Path:
     return common.default_run_dir(cfg.train.out_dir, cfg.train.name, config_name)
 
 
-def pretrain(cfg: PretrainConfig, run_dir: str | Path | None = None, resume: bool = False) -> PretrainResult:
-    """Pre-train FRA (or BYOL) as `cfg` says, in `run_dir`; with resume=True continue its latest checkpoint."""
+def pretrain(cfg: PretrainConfig, run_dir: str | Path | None = None, resume: bool = False,
+             overwrite: bool = False) -> PretrainResult:
+    """Pre-train FRA (or BYOL) as `cfg` says, in `run_dir`; with resume=True continue its latest checkpoint.
+
+    A fresh run into a folder holding another run is refused unless `overwrite` (which clears that run first).
+    """
     ctx = distributed.setup(cfg.train.device)
     try:
         if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
             raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        return _pretrain(cfg, Path(run_dir) if run_dir else default_run_dir(cfg), resume, ctx)
+        run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+        common.claim_run_dir(run_dir, resume, overwrite, clear=ctx.is_main)  # every rank refuses alike
+        distributed.barrier()
+        return _pretrain(cfg, run_dir, resume, ctx)
     finally:
         distributed.teardown()
 
 
 def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed.Context) -> PretrainResult:
     t, device = cfg.train, ctx.device
+    machine.set_threads(t.threads, cfg.data.num_workers)
     torch.manual_seed(t.seed)
     random.seed(t.seed)
 
     # Data (and the monitor's folders) first: a bad path fails before any model is built.
     dataset = build_pretrain_dataset(cfg)
     sampler = EpochBatchSampler(len(dataset), t.batch_size, ctx.rank, ctx.world_size, t.seed)
-    steps_per_epoch = len(dataset) // t.batch_size
-    total_steps = steps_per_epoch * t.epochs
-    last_step = min(total_steps, t.max_steps) if t.max_steps else total_steps
-    warmup_steps = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    budget = plan_budget(len(dataset), t.batch_size, t.epochs, t.steps, cfg.optim.warmup_epochs,
+                         cfg.optim.warmup_steps, t.max_steps)
+    steps_per_epoch = budget.steps_per_epoch
     pairs = read_pairs(cfg.monitor.verify_pairs, cfg.monitor.verify_root) if cfg.monitor.verify_pairs else []
     monitor = None
     if cfg.monitor.knn_train_root:
@@ -152,7 +159,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     if resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
-            step = _restore(ckpt, model, optimizer, scaler, device, steps_per_epoch)
+            step = _restore(ckpt, model, optimizer, scaler, device, budget)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -175,21 +182,25 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
                 "rng": common.rng_state(device),
             }
-            meta = {"step": step, "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-                    "loss": result.last_loss, "reason": reason}
+            meta = {"step": step, "epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch,
+                    "total_steps": budget.total, "loss": result.last_loss, "reason": reason}
             save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
         distributed.barrier()
 
-    def run_monitor(epoch: int) -> None:
+    def run_monitor(epoch: float) -> None:
         # The monitors' DataLoaders draw seeds from the global RNG; a forked RNG keeps a watched run identical
         # to an unwatched one (and keeps rank 0, the only one watching, in step with the others).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             monitor_once(epoch)
 
-    def monitor_once(epoch: int) -> None:
+    def due(every: int) -> bool:
+        """Every `every` whole epochs, before the first step, and at the run's end (a partial last epoch too)."""
+        return step == budget.total or (step % steps_per_epoch == 0 and (step // steps_per_epoch) % every == 0)
+
+    def monitor_once(epoch: float) -> None:
         m = cfg.monitor
-        knn_due = monitor is not None and (epoch % m.knn_every_epochs == 0 or epoch == t.epochs)
-        verify_due = bool(pairs) and (epoch % m.verify_every_epochs == 0 or epoch == t.epochs)
+        knn_due = monitor is not None and due(m.knn_every_epochs)
+        verify_due = bool(pairs) and due(m.verify_every_epochs)
         if ctx.is_main and knn_due:
             record = {"step": step, "epoch": epoch, **monitor.evaluate(model.online.trunk, device)}
             result.knn.append(record)
@@ -211,17 +222,18 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
 
     model.train()
     try:
-        while step < last_step:
+        while step < budget.stop:
             epoch, start_batch = divmod(step, steps_per_epoch)
             sampler.set_epoch(epoch, start_batch)
             bar = tqdm(
-                loader, total=len(sampler), desc=f"epoch {epoch + 1}/{t.epochs}", disable=not ctx.is_main,
+                loader, total=len(sampler), desc=f"epoch {epoch + 1}/{math.ceil(budget.epochs)}",
+                disable=not ctx.is_main,
                 dynamic_ncols=True, leave=False,
             )
             tick, seen = time.perf_counter(), 0
             for view1, view2, bad in bar:
                 skipped.add(bad)
-                lr = lr_at(step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr)
+                lr = lr_at(step, budget.total, budget.warmup, peak_lr, cfg.optim.min_lr)
                 set_lr(optimizer, lr)
                 with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
                     view1 = view1.to(device, non_blocking=True)
@@ -237,30 +249,29 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                         torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
-                    ema = momentum_at(step, total_steps, cfg.optim.ema_base, cfg.optim.ema_final)
+                    ema = momentum_at(step, budget.total, cfg.optim.ema_base, cfg.optim.ema_final)
                     model.update_momentum(ema)
                     step += 1
                 seen += view1.shape[0] * ctx.world_size
                 result.step = step
-                if step % t.log_every == 0 or step == last_step:
+                if step % t.log_every == 0 or step == budget.stop:
                     parts = distributed.mean_over_processes(parts)
                     result.last_loss = float(parts["loss"])
                     rate = seen / max(time.perf_counter() - tick, 1e-9)
                     values = {k: float(v) for k, v in parts.items()} | {"lr": lr, "ema": ema, "img_per_s": rate}
                     logger.log(step, values, prefix="train")
                     bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"img/s": f"{rate:.0f}"})
-                if step % t.checkpoint_every == 0 and step < last_step:
+                if step % t.checkpoint_every == 0 and step < budget.stop:
                     checkpoint("periodic")
-                if step >= last_step:
+                if step >= budget.stop:
                     break
             bar.close()
             _report_skipped(skipped, ctx, logger, step)
-            epoch_done = step % steps_per_epoch == 0
-            if epoch_done:
-                finished = step // steps_per_epoch
+            if budget.ends_epoch(step):
+                finished = budget.epoch(step)
                 run_monitor(finished)
                 if ctx.is_main:
-                    tqdm.write(f"epoch {finished}/{t.epochs} step {step}: loss {result.last_loss:.4f}")
+                    tqdm.write(f"epoch {finished:g}/{budget.epochs:g} step {step}: loss {result.last_loss:.4f}")
     except KeyboardInterrupt:
         result.stopped = "interrupted"
         if ctx.is_main:
@@ -268,7 +279,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
         checkpoint("interrupted")
         logger.close()
         raise
-    result.stopped = "completed" if step >= total_steps else "max_steps"
+    result.stopped = "completed" if step >= budget.total else "max_steps"
     checkpoint(result.stopped)
     logger.close()
     return result
@@ -286,13 +297,8 @@ def _report_skipped(skipped: SkipReport, ctx: distributed.Context, logger, step:
     skipped.reset()
 
 
-def _restore(ckpt: Path, model: FRA, optimizer, scaler, device: torch.device, steps_per_epoch: int) -> int:
-    meta = json.loads((ckpt / "meta.json").read_text())
-    if meta.get("steps_per_epoch") != steps_per_epoch:
-        raise FraferError(
-            f"cannot resume {ckpt}: it was made with {meta.get('steps_per_epoch')} steps per epoch, the data and "
-            f"batch size now give {steps_per_epoch}"
-        )
+def _restore(ckpt: Path, model: FRA, optimizer, scaler, device: torch.device, budget) -> int:
+    common.check_resumable(ckpt, budget)
     weights = load_weights(ckpt / WEIGHTS)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:

@@ -1,0 +1,46 @@
+"""Thread counts and the record of what a run executed on."""
+
+import torch
+
+from frafer.train import machine
+
+
+def test_default_threads_leave_a_core_per_data_worker(monkeypatch):
+    monkeypatch.setattr(machine, "available_cores", lambda: 2)
+    assert machine.default_threads(0) == 2
+    assert machine.default_threads(1) == 1
+    assert machine.default_threads(8) == 1  # never below one
+    monkeypatch.setattr(machine, "available_cores", lambda: 16)
+    assert machine.default_threads(4) == 12
+    assert machine.default_threads(4, processes_per_machine=2) == 4  # torchrun: each process its share
+
+
+def test_set_threads_takes_an_explicit_count_and_the_local_world(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(machine, "available_cores", lambda: 8)
+        assert machine.set_threads(3) == 3 and torch.get_num_threads() == 3
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+        assert machine.set_threads(0, num_workers=1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert machine.set_threads(0, num_workers=1) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_limited_threads_restores_the_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with machine.limited_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_machine_info_names_the_kernels_and_threads():
+    info = machine.machine_info()
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["threads"] == torch.get_num_threads() and info["cores_available"] >= 1
+    assert info["cpu"] and isinstance(info["cpu_flags"], list) and info["onednn"] != ""
