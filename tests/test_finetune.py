@@ -706,3 +706,88 @@ def test_probe_feature_norm_folds_into_the_saved_head():
     plain = FERClassifier(build_trunk("resnet18", (), 4, True), 7).eval()
     plain.load_state_dict(probe.deployable_state_dict())
     assert torch.allclose(plain(x), probe(x), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- class sets, all folds
+
+CK_CLASSES = ("happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")  # CK+ has no neutral
+
+
+@pytest.fixture
+def ck_like(tmp_path) -> Path:
+    """CK+-style class folders without neutral (6 subjects x 7 classes x 2 images) and an index.csv with a
+    subject column and the dataset's own 3 folds by subject (fold3_by_subject), plus a column frafer ignores."""
+    root = tmp_path / "ck+"
+    rng = np.random.default_rng(0)
+    lines = ["image,subject,session,fold3_by_subject"]
+    for c, name in enumerate(CK_CLASSES):
+        (root / name).mkdir(parents=True)
+        for subject in range(1, 7):
+            for n in range(2):
+                pixels = rng.integers(0, 60, (32, 32, 3)) + np.array([30 * c, 200 - 25 * c, 90])
+                file = f"S{subject:02d}_{n}.png"
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / file)
+                lines.append(f"{name}/{file},S{subject:02d},{n},{(subject - 1) // 2}")
+    (root / "index.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def ck_cfg(root: Path, *more) -> FinetuneConfig:
+    return build_config({}, [*TINY, "data.format=folders", f"data.root={root}", "data.subjects_csv=index.csv",
+                             *more], FinetuneConfig)
+
+
+def test_a_dataset_trains_on_the_classes_it_has(ck_like):
+    splits = prepare_splits(ck_cfg(ck_like, "data.fold_column=fold3_by_subject", "data.fold=0").data, 0)
+    assert splits.classes == CK_CLASSES and "neutral" not in splits.classes
+    assert {s.label for s in splits.train} == set(range(7))  # labels index the trained classes
+    six = prepare_splits(ck_cfg(ck_like, "data.fold_column=fold3_by_subject", "data.fold=0",
+                                "data.classes=[happiness,sad,surprise,fear,disgust,angry]").data, 0)
+    assert six.classes == CK_CLASSES[:6] and {s.label for s in six.test} <= set(range(6))
+    assert six.notes["test: class not trained (contempt)"] == 4  # 2 test subjects x 2 images
+    with pytest.raises(FraferError, match="has no 'neutral' images; its classes are happy, sad"):
+        prepare_splits(ck_cfg(ck_like, "data.classes=[neutral,happy]").data, 0)
+    with pytest.raises(FraferError, match="data.num_classes.*gives 7 classes .*data.classes"):
+        prepare_splits(ck_cfg(ck_like, "data.num_classes=8").data, 0)
+
+
+def test_all_folds_of_a_fold_column_in_one_command(ck_like, tmp_path, quick_figures, monkeypatch, capsys):
+    real, extracted = linear_probe_module.extract_features, []
+
+    def counting(model, samples, *args, **kwargs):
+        extracted.extend(s.key for s in samples)
+        return real(model, samples, *args, **kwargs)
+
+    monkeypatch.setattr(linear_probe_module, "extract_features", counting)
+    classes = "data.classes=[happy,sad,surprise,fear,disgust,anger]"
+    cfg = ck_cfg(ck_like, "data.fold_column=fold3_by_subject", classes, "probe.epochs=2", "probe.flip_average=false")
+    assert cfg.data.fold == -1  # the default: every fold
+    result = linear_probe(cfg, tmp_path / "cv")
+    table = json.loads((tmp_path / "cv" / "folds.json").read_text())
+    assert [r["fold"] for r in table["rows"]] == [0, 1, 2] and sum(r["test_images"] for r in table["rows"]) == 72
+    mean, std, pooled = table["summary"]
+    tops = [r["last_top1"] for r in table["rows"]]
+    assert mean["last_top1"] == pytest.approx(np.mean(tops)) and std["last_top1"] == pytest.approx(np.std(tops))
+    assert pooled["test_images"] == 72 and result.results["folds"] == table
+    assert "| mean |" in (tmp_path / "cv" / "folds.md").read_text()
+    # each image went through the trunk once, although every image is in two folds' train splits
+    assert len(extracted) == len(set(extracted)) == 72
+    for k in range(3):  # each fold tests its own subjects, and its bundle records the 6 classes and its fold
+        bundle = load_bundle(tmp_path / "cv" / f"fold_{k:02d}")
+        assert bundle.classes == CK_CLASSES[:6] and bundle.info["data"]["fold"] == k
+        report, _ = evaluate_bundle(tmp_path / "cv" / f"fold_{k:02d}", None, None, "test")
+        assert report["count"] == 24
+    with pytest.raises(FraferError, match="already holds a run"):
+        linear_probe(cfg, tmp_path / "cv")
+
+
+def test_all_subject_folds_fine_tune_and_resume(subject_folders, tmp_path, quick_figures):
+    overrides = [*TINY, "data.format=folders", f"data.root={subject_folders}", r"data.subject_pattern=^(S\d+)_",
+                 "data.folds=3", "train.epochs=1", "data.val_fraction=0"]
+    cfg = build_config({}, overrides, FinetuneConfig)
+    finetune(cfg, tmp_path / "cv")
+    first = json.loads((tmp_path / "cv" / "folds.json").read_text())
+    assert len(first["rows"]) == 3 and all(r["test_images"] == 28 for r in first["rows"])
+    shutil.rmtree(tmp_path / "cv" / "fold_02")  # as if interrupted before the last fold
+    again = finetune(cfg, tmp_path / "cv", resume=True)
+    assert again.results["folds"] == first  # the finished folds are read back, the missing one re-run exactly

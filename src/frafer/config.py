@@ -178,12 +178,15 @@ class FERDataConfig:
     )
     root: str = _f("", "dataset root in its native layout")
     extra_roots: list[str] = _f([], "more roots merged into the same dataset (synthetic: one folder per split)")
-    num_classes: int = _f(7, "7 basic expressions, or 8 with contempt (AffectNet-8, FERPlus)", lo=7, hi=8)
+    num_classes: int = _f(0, "classes of the head, 0 = every class the dataset has; AffectNet / FERPlus read 7 (no "
+                          "contempt) or 8; elsewhere a check of the count", lo=0, hi=8)
+    classes: list[str] = _f([], "train on these classes only (e.g. [happy,sad,surprise,fear,disgust,anger] for CK+ "
+                            "without contempt); empty = every class the dataset has")
     fer2013_csv: str = _f("", "ferplus: fer2013.csv holding the pixels (empty = look in root and its parent)")
     ferplus_source: Literal["auto", "csv", "folders"] = _f(
         "auto", "ferplus: fer2013new.csv + fer2013.csv pixels, or the FERPlus label.csv folders"
     )
-    subjects_csv: str = _f("", "folders: CSV 'image,subject' giving each image's subject")
+    subjects_csv: str = _f("", "folders: CSV with an 'image' column and 'subject' (and/or data.fold_column) columns")
     subject_pattern: str = _f("", "folders: regex whose first group, searched in the file name, is the subject")
     train_split: str = _f("train", "split trained on")
     val_split: str = _f("val", "split used for model selection; missing → carved from train (val_fraction)")
@@ -192,7 +195,9 @@ class FERDataConfig:
                              lo=0, hi=0.9)
     folds: int = _f(0, "subject-disjoint k-fold over train+val+test (0 = use the dataset's splits; -1 = leave one "
                     "subject out)", lo=-1)
-    fold: int = _f(0, "which fold is the test split when folds != 0", lo=0)
+    fold_column: str = _f("", "folders: column of data.subjects_csv holding the dataset's own folds (e.g. "
+                          "fold10_by_subject); replaces data.folds")
+    fold: int = _f(-1, "with folds: -1 = run every fold and report mean ± std; k = only fold k", lo=-1)
     crowd_mode: Literal["none", "majority", "multilabel", "probability", "crossentropy"] = _f(
         "none", "train on annotator votes (FERPlus, synthetic) in this mode; none = the dataset's labels"
     )
@@ -425,6 +430,9 @@ def _validate_finetune(cfg: FinetuneConfig) -> None:
         raise FraferError("config key 'data.root': required (the dataset's folder in its native layout)")
     if cfg.data.folds > 0 and cfg.data.fold >= cfg.data.folds:
         raise FraferError(f"config key 'data.fold': {cfg.data.fold} must be below data.folds={cfg.data.folds}")
+    if cfg.data.fold_column and (cfg.data.folds or cfg.data.format != "folders" or not cfg.data.subjects_csv):
+        raise FraferError("config key 'data.fold_column': needs data.format=folders and data.subjects_csv (the CSV "
+                          "holding the column), and replaces data.folds (leave it 0)")
     if cfg.data.folds == 1:
         raise FraferError("config key 'data.folds': k-fold needs at least 2 folds (or -1 = leave one subject out)")
     lo, hi = cfg.aug.erase_scale

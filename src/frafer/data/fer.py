@@ -33,6 +33,9 @@ class FERSample:
     subject: the person, for subject-disjoint folds; None when unknown.
     box: (x, y, w, h) face crop applied on load, or None.
     key: a stable name (relative path or CSV row) used in reports and duplicate checks.
+    fold: the dataset's own fold of the sample (a fold column such as CK+'s fold10_by_subject), or None.
+
+    Readers give labels as EXPRESSIONS indices; `prepare_splits` re-indexes them into the trained class list.
     """
 
     image: Path | np.ndarray
@@ -41,14 +44,15 @@ class FERSample:
     votes: np.ndarray | None = None
     subject: str | None = None
     box: tuple[float, float, float, float] | None = None
+    fold: str | None = None
 
 
 @dataclass
 class FERDataset:
     """Splits of one dataset ("train", "val", "test"; some may be absent) over `classes`.
 
-    classes: the class names this dataset uses, always a prefix of EXPRESSIONS (7 basic, or 8 with contempt),
-    so labels index both `classes` and EXPRESSIONS. skipped: reason → count of rows the reader dropped.
+    classes: the class names this dataset has, in EXPRESSIONS order (CK+ without neutral has 7, AffectNet-8 all
+    8); sample labels index EXPRESSIONS. skipped: reason → count of rows the reader dropped.
     """
 
     name: str
@@ -62,11 +66,12 @@ class FERDataset:
         return self.splits[name]
 
 
-def check_classes(classes: tuple[str, ...]) -> tuple[str, ...]:
-    """Classes must be the first 7 or all 8 canonical expressions (labels index EXPRESSIONS directly)."""
-    if tuple(classes) not in (EXPRESSIONS[:7], EXPRESSIONS):
-        raise FraferError(f"classes must be the first 7 or all 8 of {', '.join(EXPRESSIONS)}, got {classes}")
-    return tuple(classes)
+def check_classes(classes) -> tuple[str, ...]:
+    """A non-empty set of canonical expressions, returned in EXPRESSIONS order (the order of every head)."""
+    unknown = [c for c in classes if c not in EXPRESSIONS]
+    if unknown or not classes:
+        raise FraferError(f"classes must be a non-empty subset of {', '.join(EXPRESSIONS)}, got {tuple(classes)}")
+    return tuple(c for c in EXPRESSIONS if c in set(classes))
 
 
 def load_sample_image(sample: FERSample) -> Image.Image:

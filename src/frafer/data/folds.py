@@ -61,6 +61,28 @@ def leave_one_subject_out(samples: Sequence[FERSample]) -> list[Fold]:
     return [(sorted(everything - set(groups[s])), sorted(groups[s])) for s in sorted(groups)]
 
 
+def column_folds(samples: Sequence[FERSample]) -> list[Fold]:
+    """The dataset's own folds (FERSample.fold, from a fold column), in natural order of the fold names.
+
+    When subjects are known too, a subject found in two folds is an error: train and test would share a person.
+    """
+    groups: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        if sample.fold is None:
+            raise FraferError(f"sample {sample.key} has no fold; the fold column must give one for every image")
+        groups.setdefault(sample.fold, []).append(index)
+    if len(groups) < 2:
+        raise FraferError(f"the fold column gives {len(groups)} fold(s); at least 2 are needed")
+    home: dict[str, str] = {}
+    for sample in samples:
+        if sample.subject is not None and home.setdefault(sample.subject, sample.fold) != sample.fold:
+            raise FraferError(f"subject {sample.subject} is in folds {home[sample.subject]} and {sample.fold} of the "
+                              "fold column: its folds are not subject-disjoint")
+    names = sorted(groups, key=lambda name: (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name))
+    everything = set(range(len(samples)))
+    return [(sorted(everything - set(groups[name])), groups[name]) for name in names]
+
+
 def check_disjoint_splits(dataset: FERDataset) -> None:
     """FraferError when one image (same file path, or same key for CSV pixels) is in two splits."""
     owner: dict[tuple[str, str], str] = {}

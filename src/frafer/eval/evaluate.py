@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def evaluate_bundle(
     """
     from frafer.bundle import find_bundle, load_bundle
     from frafer.config import FinetuneConfig, build_config
-    from frafer.train.fer_data import evaluable, prepare_splits, read_configured_dataset
+    from frafer.train.fer_data import CONTEMPT_CHOICE, prepare_splits, read_configured_dataset, relabel, uses_folds
 
     bundle = load_bundle(bundle_path, device)
     recorded = dict(bundle.info.get("data", {}))
@@ -69,18 +70,20 @@ def evaluate_bundle(
         data = {"format": data_format or recorded.get("format"), "root": root or recorded.get("root")}
     if not data.get("format") or not data.get("root"):
         raise FraferError("give --format and --data: the bundle does not record the dataset it was trained on")
-    data["num_classes"] = len(bundle.classes)
+    data["classes"] = list(bundle.classes)  # the model's classes, whatever the dataset has beside them
+    data["num_classes"] = (8 if "contempt" in bundle.classes else 7) if data["format"] in CONTEMPT_CHOICE else 0
+    data.setdefault("fold", 0)
     cfg = build_config({"data": data}, [f"data.{o}" for o in options], FinetuneConfig)
-    dataset = None if cfg.data.folds else read_configured_dataset(cfg.data)
+    dataset = None if uses_folds(cfg.data) else read_configured_dataset(cfg.data)
     if dataset is None or (split == "val" and split not in dataset.splits):
         # a subject fold, or a validation split carved from train: rebuilt with the seed training used
         splits = prepare_splits(cfg.data, seed=int(bundle.info.get("config", {}).get("train", {}).get("seed", 0)))
         samples, name, notes = {"train": splits.train, "val": splits.val, "test": splits.test}.get(split), \
             splits.name, splits.notes
     else:
-        notes: dict = {}
-        samples = evaluable(dataset.split(split), bundle.classes, notes, split)
-        name = dataset.name
+        notes = Counter()
+        samples = relabel(dataset.split(split), bundle.classes, notes, split)
+        name, notes = dataset.name, dict(notes)
     if samples is None:
         raise FraferError(f"--split must be train, val or test, got {split!r}")
     if not samples:
@@ -94,4 +97,5 @@ def evaluate_bundle(
 
 # What identifies the dataset (and its split) in a bundle's record; training-only settings are left behind.
 _DATASET_KEYS = ("format", "root", "extra_roots", "fer2013_csv", "ferplus_source", "subjects_csv", "subject_pattern",
-                 "train_split", "val_split", "test_split", "val_fraction", "folds", "fold", "image_size")
+                 "train_split", "val_split", "test_split", "val_fraction", "folds", "fold_column", "fold",
+                 "image_size")

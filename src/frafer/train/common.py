@@ -146,6 +146,7 @@ def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, keep: tuple[str,
     if resume or not run_dir.is_dir():
         return
     present = [name for name in RUN_ARTIFACTS if (run_dir / name).exists()]
+    present += sorted(p.name for p in run_dir.glob("fold_*") if p.is_dir())  # the folds of a k-fold run
     if not present:
         return
     if not overwrite:

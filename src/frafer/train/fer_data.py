@@ -2,11 +2,16 @@
 
 Model selection uses `val` only; `test` is touched once, at the end. A dataset without a validation split gets one
 carved from its training split (subject-disjoint when subjects are known); `data.folds` replaces the dataset's own
-splits by subject-disjoint k-fold (or leave-one-subject-out) over all of its samples.
+splits by subject-disjoint k-fold (or leave-one-subject-out) over all of its samples, `data.fold_column` by the
+dataset's own folds.
+
+The trained classes are the dataset's own (CK+ has no neutral), or the `data.classes` chosen from them, always in
+EXPRESSIONS order; the samples of `FERSplits` are re-labelled to index `FERSplits.classes`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +21,17 @@ import torch
 
 from frafer.config import FERDataConfig
 from frafer.data.crowd import crowd_targets, draw_label
-from frafer.data.fer import NO_LABEL, FERDataset, FERSample
-from frafer.data.folds import check_disjoint_splits, holdout_split, leave_one_subject_out, subject_folds
+from frafer.data.fer import NO_LABEL, FERDataset, FERSample, check_classes
+from frafer.data.folds import (
+    Fold,
+    check_disjoint_splits,
+    column_folds,
+    holdout_split,
+    leave_one_subject_out,
+    subject_folds,
+)
 from frafer.data.formats import read_fer_dataset
+from frafer.data.formats.class_folders import EXPRESSION_ALIASES, expression_id
 from frafer.data.labels import EXPRESSIONS
 from frafer.errors import FraferError
 
@@ -43,8 +56,8 @@ class FERSplits:
 def read_configured_dataset(d: FERDataConfig) -> FERDataset:
     """The dataset `d` names, read in its native layout (errors name the missing file or bad value)."""
     options: dict = {}
-    if d.format in ("affectnet", "ferplus"):
-        options["num_classes"] = d.num_classes
+    if d.format in CONTEMPT_CHOICE:
+        options["num_classes"] = d.num_classes or 8
     if d.format == "ferplus":
         options["source"] = d.ferplus_source
         if d.fer2013_csv:
@@ -54,6 +67,8 @@ def read_configured_dataset(d: FERDataConfig) -> FERDataset:
             options["subjects"] = d.subjects_csv
         if d.subject_pattern:
             options["subject_pattern"] = d.subject_pattern
+        if d.fold_column:
+            options["fold_column"] = d.fold_column
     if d.extra_roots:
         if d.format != "synthetic":
             raise FraferError("config key 'data.extra_roots': only the synthetic format merges several roots")
@@ -63,18 +78,75 @@ def read_configured_dataset(d: FERDataConfig) -> FERDataset:
     return read_fer_dataset(d.format, d.root, **options)
 
 
-def prepare_splits(d: FERDataConfig, seed: int) -> FERSplits:
-    """Read, split and filter the dataset of `d` (see the module docstring)."""
-    dataset = read_configured_dataset(d)
+# Formats whose reader chooses 7 classes (contempt dropped) or 8 through data.num_classes.
+CONTEMPT_CHOICE = ("affectnet", "ferplus")
+
+
+def trained_classes(d: FERDataConfig, available: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """The classes the head predicts: `data.classes` (aliases accepted) chosen from the dataset's, or all of them."""
+    classes = available
+    if d.classes:
+        chosen = []
+        for given in d.classes:
+            cid = expression_id(given)
+            if cid is None:
+                raise FraferError(f"config key 'data.classes': '{given}' is not an expression name; known names: "
+                                  f"{', '.join(EXPRESSION_ALIASES)}")
+            if EXPRESSIONS[cid] not in available:
+                raise FraferError(f"config key 'data.classes': {name} has no '{EXPRESSIONS[cid]}' images; its classes "
+                                  f"are {', '.join(available)}")
+            chosen.append(EXPRESSIONS[cid])
+        classes = check_classes(chosen)
+    if d.num_classes and d.format not in CONTEMPT_CHOICE and d.num_classes != len(classes):
+        raise FraferError(f"config key 'data.num_classes': {d.num_classes}, but {name} gives {len(classes)} classes "
+                          f"({', '.join(classes)}); choose them with data.classes=[...] or set data.num_classes=0")
+    if d.crowd_mode != "none" and classes not in (EXPRESSIONS[:7], EXPRESSIONS):
+        raise FraferError(f"config key 'data.classes': crowd-label modes train on the 7 basic expressions or all 8, "
+                          f"got {', '.join(classes)}")
+    return classes
+
+
+def relabel(samples, classes: tuple[str, ...], notes: Counter, split: str, keep_vote_only: bool = False):
+    """Samples of the trained classes, labels re-indexed into `classes`; the others dropped and counted by reason.
+
+    keep_vote_only keeps samples known only by their votes (NO_LABEL, crowd-label training).
+    """
+    index = {EXPRESSIONS.index(name): i for i, name in enumerate(classes)}
+    kept = []
+    for s in samples:
+        if s.label == NO_LABEL:
+            if keep_vote_only and s.votes is not None:
+                kept.append(s)
+            else:
+                notes[f"{split}: no majority label"] += 1
+        elif s.label in index:
+            kept.append(s if index[s.label] == s.label else dataclasses.replace(s, label=index[s.label]))
+        else:
+            notes[f"{split}: class not trained ({EXPRESSIONS[s.label]})"] += 1
+    return kept
+
+
+def uses_folds(d: FERDataConfig) -> bool:
+    return bool(d.folds or d.fold_column)
+
+
+def fold_plan(dataset: FERDataset, d: FERDataConfig, seed: int) -> tuple[list[FERSample], list[Fold]]:
+    """Every sample of the dataset (all splits) and its folds: the fold column's, k-fold or leave-one-subject-out."""
+    everything = [s for split in dataset.splits.values() for s in split]
+    if d.fold_column:
+        return everything, column_folds(everything)
+    if d.folds == -1:
+        return everything, leave_one_subject_out(everything)
+    return everything, subject_folds(everything, d.folds, seed)
+
+
+def prepare_splits(d: FERDataConfig, seed: int, dataset: FERDataset | None = None) -> FERSplits:
+    """Read (unless `dataset` is given), split and filter the dataset of `d` (see the module docstring)."""
+    dataset = dataset or read_configured_dataset(d)
     notes = Counter({f"read: {reason}": n for reason, n in dataset.skipped.items() if n})
-    classes = tuple(EXPRESSIONS[: d.num_classes])
-    if len(dataset.classes) < d.num_classes:
-        raise FraferError(
-            f"config key 'data.num_classes': {d.num_classes}, but {dataset.name} has only {len(dataset.classes)} "
-            f"classes ({', '.join(dataset.classes)})"
-        )
+    classes = trained_classes(d, dataset.classes, dataset.name)
     check_disjoint_splits(dataset)
-    if d.folds:
+    if uses_folds(d):
         train, val, test = _fold_splits(dataset, d, seed)
     else:
         train = dataset.split(d.train_split)
@@ -85,17 +157,19 @@ def prepare_splits(d: FERDataConfig, seed: int) -> FERSplits:
             train, val = holdout_split(train, d.val_fraction, seed)
         else:
             val = []
-    train = _keep_trainable(train, classes, d.crowd_mode != "none", notes, "train")
-    val = evaluable(val, classes, notes, "val")
-    test = evaluable(test, classes, notes, "test")
+    train = relabel(train, classes, notes, "train", keep_vote_only=d.crowd_mode != "none")
+    val = relabel(val, classes, notes, "val")
+    test = relabel(test, classes, notes, "test")
     if not train:
         raise FraferError(f"{dataset.name}: no training samples left for {len(classes)} classes")
     return FERSplits(dataset.name, classes, train, val, test, dict(notes))
 
 
 def _fold_splits(dataset: FERDataset, d: FERDataConfig, seed: int):
-    everything = [s for split in dataset.splits.values() for s in split]
-    folds = leave_one_subject_out(everything) if d.folds == -1 else subject_folds(everything, d.folds, seed)
+    everything, folds = fold_plan(dataset, d, seed)
+    if d.fold < 0:
+        raise FraferError("config key 'data.fold': -1 (every fold) is run by frafer finetune / linear-probe; "
+                          "give one fold here")
     if d.fold >= len(folds):
         raise FraferError(f"config key 'data.fold': {d.fold}, but there are only {len(folds)} folds")
     train_idx, test_idx = folds[d.fold]
@@ -104,28 +178,6 @@ def _fold_splits(dataset: FERDataset, d: FERDataConfig, seed: int):
     if d.val_fraction > 0:
         train, val = holdout_split(train, d.val_fraction, seed)
     return train, val, [everything[i] for i in test_idx]
-
-
-def _keep_trainable(samples, classes, crowd: bool, notes: Counter, split: str) -> list[FERSample]:
-    """Training samples of the trained classes; vote-only samples (no majority) only in crowd-label modes."""
-    kept = []
-    for s in samples:
-        if s.label >= len(classes):
-            notes[f"{split}: class not trained ({EXPRESSIONS[s.label]})"] += 1
-        elif s.label == NO_LABEL and not (crowd and s.votes is not None):
-            notes[f"{split}: no majority label"] += 1
-        else:
-            kept.append(s)
-    return kept
-
-
-def evaluable(samples, classes, notes, split: str) -> list[FERSample]:
-    """Validation and test always use majority labels: vote-only samples and untrained classes are left out."""
-    kept = [s for s in samples if 0 <= s.label < len(classes)]
-    if len(kept) < len(samples):
-        key = f"{split}: no label among the trained classes"
-        notes[key] = notes.get(key, 0) + len(samples) - len(kept)
-    return kept
 
 
 # ----------------------------------------------------------------------------------------------- targets

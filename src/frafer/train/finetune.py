@@ -39,7 +39,7 @@ from frafer.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from frafer.train.fer_data import FERSplits, class_balanced_weights, make_targets, prepare_splits
+from frafer.train.fer_data import FERSplits, class_balanced_weights, make_targets, prepare_splits, uses_folds
 from frafer.train.init_weights import TrunkLayout, load_trunk
 from frafer.train.metrics import MetricsLogger
 from frafer.train.optim import lr_at, plan_budget, split_decay_groups
@@ -106,7 +106,12 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: boo
     """Fine-tune the whole network on expression labels (METHOD.md §2); see the module docstring.
 
     A fresh run into a folder holding another run is refused unless `overwrite` (which clears that run first).
+    With folds and data.fold=-1, every fold runs in turn (`frafer.train.cross_validation`).
     """
+    if every_fold(cfg.data):
+        from frafer.train.cross_validation import run_folds
+
+        return run_folds(cfg, _resolve_run_dir(cfg, run_dir, "finetune"), "finetune", resume, overwrite)
     return _run(cfg, run_dir, resume, frozen=False, overwrite=overwrite)
 
 
@@ -115,26 +120,42 @@ def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume:
     """Train a linear head on the frozen trunk: cached features (probe.path=cached) or the faithful loop.
 
     Into a folder holding another run only with `overwrite`; the cached path then reuses the folder's feature
-    cache when it was made from the same trunk, pipeline and data, and refuses it otherwise.
+    cache when it was made from the same trunk, pipeline and data, and refuses it otherwise. With folds and
+    data.fold=-1, every fold runs in turn, sharing one feature cache.
     """
-    if cfg.probe.path == "cached":
-        from frafer.train.linear_probe import cached_linear_probe
+    if every_fold(cfg.data):
+        from frafer.train.cross_validation import run_folds
 
-        ctx = distributed.setup(cfg.train.device)
-        try:
-            if ctx.world_size > 1:
-                raise FraferError("the cached linear probe runs in one process; use probe.path=faithful with torchrun")
-            return cached_linear_probe(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), ctx.device, overwrite)
-        finally:
-            distributed.teardown()
+        return run_folds(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), "linear_probe", resume, overwrite)
+    if cfg.probe.path == "cached":
+        return _cached(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), overwrite)
     return _run(cfg, run_dir, resume, frozen=True, overwrite=overwrite)
+
+
+def every_fold(d) -> bool:
+    """Folds are configured and data.fold asks for all of them."""
+    return uses_folds(d) and d.fold == -1
+
+
+def _cached(cfg: FinetuneConfig, run_dir: Path, overwrite: bool, splits: FERSplits | None = None,
+            store_folder: Path | None = None) -> FinetuneResult:
+    from frafer.train.linear_probe import cached_linear_probe
+
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        if ctx.world_size > 1:
+            raise FraferError("the cached linear probe runs in one process; use probe.path=faithful with torchrun")
+        return cached_linear_probe(cfg, run_dir, ctx.device, overwrite, store_folder, splits)
+    finally:
+        distributed.teardown()
 
 
 def _resolve_run_dir(cfg: FinetuneConfig, run_dir, mode: str) -> Path:
     return Path(run_dir) if run_dir else common.default_run_dir(cfg.train.out_dir, cfg.train.name, mode)
 
 
-def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bool = False) -> FinetuneResult:
+def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bool = False,
+         splits: FERSplits | None = None) -> FinetuneResult:
     ctx = distributed.setup(cfg.train.device)
     try:
         if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
@@ -143,7 +164,7 @@ def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bo
         run_dir = _resolve_run_dir(cfg, run_dir, mode)
         common.claim_run_dir(run_dir, resume, overwrite, clear=ctx.is_main)  # every rank refuses alike
         distributed.barrier()
-        return _train(cfg, run_dir, resume, frozen, ctx)
+        return _train(cfg, run_dir, resume, frozen, ctx, splits)
     finally:
         distributed.teardown()
 
@@ -151,7 +172,8 @@ def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bo
 # ----------------------------------------------------------------------------------------------- the loop
 
 
-def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) -> FinetuneResult:
+def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
+           splits: FERSplits | None = None) -> FinetuneResult:
     t, device = cfg.train, ctx.device
     mode = "linear_probe" if frozen else "finetune"
     batch_size = cfg.probe.batch_size if frozen else t.batch_size
@@ -159,7 +181,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx) 
     random.seed(t.seed)
 
     # Data first: a bad path or label fails before any model is built.
-    splits = prepare_splits(cfg.data, t.seed)
+    splits = splits or prepare_splits(cfg.data, t.seed)
     train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
     if ctx.is_main:
         tqdm.write(splits.summary())

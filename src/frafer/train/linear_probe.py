@@ -74,11 +74,11 @@ def _probe_state(model) -> dict[str, torch.Tensor]:
 
 
 def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device, overwrite: bool = False,
-                        store: FeatureStore | None = None, splits: FERSplits | None = None) -> FinetuneResult:
+                        store_folder: Path | None = None, splits: FERSplits | None = None) -> FinetuneResult:
     """probe.path=cached: the whole linear probe on cached features; see the module docstring.
 
-    `store` (the features of the whole dataset, shared by the folds of a k-fold run) defaults to `run_dir/features`;
-    `splits`, when given, are used instead of reading the dataset again.
+    `store_folder` (the feature store the folds of a k-fold run share) defaults to `run_dir/features`; `splits`,
+    when given, are used instead of reading the dataset again.
     """
     t, p = cfg.train, cfg.probe
     common.claim_run_dir(run_dir, resume=False, overwrite=overwrite, keep=("features",))
@@ -98,7 +98,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
 
     eval_tf = build_eval_transform(cfg.data.image_size, cfg.aug.mean, cfg.aug.std)
-    store = store or FeatureStore(run_dir / "features", feature_identity(cfg, init_record))
+    store = FeatureStore(store_folder or run_dir / "features", feature_identity(cfg, init_record))
 
     def features(name, samples, flip):
         return store.get(samples, flip, name, lambda missing: extract_features(

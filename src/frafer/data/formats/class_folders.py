@@ -1,8 +1,10 @@
 """Expression images sorted into class folders: CK+, JAFFE and the many Kaggle-style copies of FER datasets.
 
 Two layouts: `root/<class>/**/<image>` (one split, "all"), or `root/{train,val,test}/<class>/**/<image>`
-("validation" also means val). Folder names map to the canonical vocabulary through EXPRESSION_ALIASES. For
-subject-disjoint evaluation a subject id per image comes from a CSV (`image,subject`) or a regex on the file name.
+("validation" also means val). Folder names map to the canonical vocabulary through EXPRESSION_ALIASES; the
+dataset's classes are the folders it has (CK+: no neutral). For subject-disjoint evaluation a subject id per image
+comes from a CSV (header `image,subject`, more columns allowed) or a regex on the file name; the same CSV may carry
+the dataset's own fold of each image (a fold column such as `fold10_by_subject`).
 """
 
 from __future__ import annotations
@@ -53,22 +55,26 @@ def visible_dirs(folder: Path) -> list[Path]:
 
 
 def read_class_folders(
-    root: str | Path, subjects: str | Path | None = None, subject_pattern: str | None = None
+    root: str | Path, subjects: str | Path | None = None, subject_pattern: str | None = None,
+    fold_column: str | None = None,
 ) -> FERDataset:
     """Read `root/<class>/...` (split "all") or `root/<split>/<class>/...` into an FERDataset.
 
-    7 classes, or 8 when any split has a contempt folder. `subjects` (CSV `image,subject`, image relative to root)
-    or `subject_pattern` (regex whose first group, searched in the file name, is the subject) fill
-    FERSample.subject; an image they do not cover is an error, since a fold with unknown subjects could leak.
-    Images lying outside a class folder are skipped and counted.
+    The classes are those with a folder. `subjects` (a CSV with an `image` column, relative to root, and a
+    `subject` column) or `subject_pattern` (regex whose first group, searched in the file name, is the subject)
+    fill FERSample.subject; `fold_column` names a column of that CSV giving FERSample.fold. An image they do not
+    cover is an error, since a fold with unknown members could leak. Images outside a class folder are skipped
+    and counted.
     """
     root = require_dir(root, "class-folder dataset root")
     if subjects is not None and subject_pattern is not None:
         raise FraferError("give either subjects (a CSV) or subject_pattern (a regex), not both")
-    subject_of = _subject_lookup(root, subjects, subject_pattern)
+    if fold_column and subjects is None:
+        raise FraferError(f"fold column '{fold_column}' needs the CSV that holds it (data.subjects_csv)")
+    subject_of, fold_of = _subject_lookup(root, subjects, subject_pattern, fold_column)
     skipped: Counter = Counter()
     splits: dict[str, list[FERSample]] = {}
-    has_contempt = False
+    found: set[str] = set()
     for split, folder in _split_folders(root):
         samples: list[FERSample] = []
         skipped["image outside a class folder"] += sum(
@@ -81,14 +87,15 @@ def read_class_folders(
             label = expression_id(class_dir.name)
             if label is None:
                 raise unknown_class_error(folder, class_dir.name)
-            has_contempt |= EXPRESSIONS[label] == "contempt"
+            found.add(EXPRESSIONS[label])
             for path in list_images(class_dir, allow_empty=True):
                 key = path.relative_to(root).as_posix()
-                samples.append(FERSample(image=path, label=label, key=key, subject=subject_of(key, path)))
+                samples.append(FERSample(image=path, label=label, key=key, subject=subject_of(key, path),
+                                         fold=fold_of(key)))
         splits[split] = samples
     if not any(splits.values()):
         raise FraferError(f"class-folder dataset root {root} contains no images in its class folders")
-    classes = check_classes(EXPRESSIONS if has_contempt else EXPRESSIONS[:7])
+    classes = check_classes(found)
     return FERDataset(
         name=f"class folders ({root.name})", splits=splits, classes=classes,
         skipped={reason: count for reason, count in skipped.items() if count},
@@ -116,17 +123,18 @@ def _split_folders(root: Path) -> list[tuple[str, Path]]:
     return [(SPLIT_FOLDERS[p.name.lower()], p) for p in named]
 
 
-def _subject_lookup(root: Path, subjects: str | Path | None, pattern: str | None):
-    """A function (key, path) → subject id or None, built from the subjects CSV or the file-name regex."""
+def _subject_lookup(root: Path, subjects: str | Path | None, pattern: str | None, fold_column: str | None = None):
+    """(key, path) → subject id or None, and key → fold or None: from the subjects CSV or the file-name regex."""
+    no_fold = lambda key: None  # noqa: E731
     if subjects is not None:
-        table, csv_path = _read_subjects_csv(root, subjects)
+        table, csv_path = _read_subjects_csv(root, subjects, fold_column)
 
-        def from_table(key: str, path: Path) -> str:
+        def row(key: str) -> tuple[str | None, str | None]:
             if key not in table:
-                raise FraferError(f"{csv_path} has no subject for image {key}")
+                raise FraferError(f"{csv_path} has no row for image {key}")
             return table[key]
 
-        return from_table
+        return (lambda key, path: row(key)[0]), ((lambda key: row(key)[1]) if fold_column else no_fold)
     if pattern is not None:
         try:
             regex = re.compile(pattern)
@@ -143,30 +151,41 @@ def _subject_lookup(root: Path, subjects: str | Path | None, pattern: str | None
                 raise FraferError(f"subject_pattern {pattern!r} does not find a subject in the file name of {path}")
             return match.group(1)
 
-        return from_name
-    return lambda key, path: None
+        return from_name, no_fold
+    return (lambda key, path: None), no_fold
 
 
-def _read_subjects_csv(root: Path, subjects: str | Path) -> tuple[dict[str, str], Path]:
-    """{image path relative to root: subject} from a CSV with header `image,subject`."""
+def _read_subjects_csv(
+    root: Path, subjects: str | Path, fold_column: str | None = None
+) -> tuple[dict[str, tuple[str | None, str | None]], Path]:
+    """{image path relative to root: (subject, fold)} from a CSV whose header has `image` and `subject` (and the
+    fold column, when one is named; `subject` may then be absent). Other columns are ignored."""
     path = Path(subjects)
     if not path.is_absolute() and not path.exists() and (root / path).exists():
         path = root / path
     path = require_file(path, "subjects CSV")
     rows = csv_rows(path)
     first = next(rows, None)
-    if first is None or [f.lower() for f in first[1]] != ["image", "subject"]:
-        found = ",".join(first[1]) if first else "nothing"
-        raise FraferError(f"{path} line 1: expected the header image,subject, found {found!r}")
-    table: dict[str, str] = {}
+    header = [f.lower() for f in first[1]] if first else []
+    found = ",".join(first[1]) if first else "nothing"
+    needed = ["image"] + ([] if fold_column else ["subject"])
+    if fold_column and fold_column.lower() not in header:
+        raise FraferError(f"{path} line 1: no column '{fold_column}' (data.fold_column) in the header {found!r}")
+    if any(column not in header for column in needed):
+        raise FraferError(f"{path} line 1: expected a header with the columns {','.join(needed)}, found {found!r}")
+    image_col = header.index("image")
+    subject_col = header.index("subject") if "subject" in header else None
+    fold_col = header.index(fold_column.lower()) if fold_column else None
+    wanted = [c for c in (image_col, subject_col, fold_col) if c is not None]
+    table: dict[str, tuple[str | None, str | None]] = {}
     for line, fields in rows:
-        if len(fields) != 2 or not fields[0] or not fields[1]:
+        if len(fields) != len(header) or not all(fields[c] for c in wanted):
             shown = ",".join(fields)
-            raise FraferError(f"{path} line {line}: expected 'image,subject' with both filled, got {shown!r}")
-        image = fields[0].replace("\\", "/").removeprefix("./")
-        if table.get(image, fields[1]) != fields[1]:
-            raise FraferError(
-                f"{path} line {line}: image {image} is given two subjects, {table[image]} and {fields[1]}"
-            )
-        table[image] = fields[1]
+            names = ",".join(header[c] for c in wanted)
+            raise FraferError(f"{path} line {line}: expected {len(header)} fields with {names} filled, got {shown!r}")
+        image = fields[image_col].replace("\\", "/").removeprefix("./")
+        entry = (None if subject_col is None else fields[subject_col], None if fold_col is None else fields[fold_col])
+        if table.get(image, entry) != entry:
+            raise FraferError(f"{path} line {line}: image {image} is listed twice, as {table[image]} and {entry}")
+        table[image] = entry
     return table, path

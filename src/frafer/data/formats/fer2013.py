@@ -3,15 +3,22 @@
 emotion 0–6 = Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral; Usage Training / PublicTest / PrivateTest →
 train / val / test. A row whose pixels do not make a 48×48 image is skipped and counted. The pixel parser is
 shared with FERPlus, whose votes are aligned row by row with this file.
+
+The 295 MB text is parsed once: the decoded rows are kept in `<csv>.frafer-cache.npz` beside it (or, where that
+folder is read-only, under $XDG_CACHE_HOME/frafer), keyed by the CSV's size, modification time and a digest of its
+first and last MiB, and every later command loads them in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from frafer.data.fer import FERDataset, FERSample, check_classes
 from frafer.data.formats.fer_common import USAGE_SPLITS, add_skips, csv_rows, parse_int, parse_usage, require_file
@@ -54,14 +61,90 @@ def find_fer2013_csv(root_or_csv: str | Path) -> Path:
     return require_file(path, "FER2013 CSV")
 
 
-def read_fer2013_pixels(csv_path: str | Path) -> list[PixelRow]:
+CACHE_VERSION = 1
+USAGES = ("Training", "PublicTest", "PrivateTest")
+
+
+def read_fer2013_pixels(csv_path: str | Path, cache: bool = True) -> list[PixelRow]:
     """Every data row of a fer2013.csv as (row, emotion code, pixels, Usage).
 
     row counts data rows from 0 (the header is not a row), which is how fer2013new.csv aligns with it. pixels is
     a (48, 48) uint8 array, or None when the field is not 2304 integers in 0..255. A bad emotion (not 0–6), a
-    bad Usage or a wrong number of fields is a FraferError naming the line.
+    bad Usage or a wrong number of fields is a FraferError naming the line. With `cache`, a parse cache of the
+    same file (size and time) is used, and one is written after a full parse.
     """
     path = require_file(csv_path, "FER2013 CSV")
+    if not cache:
+        return _parse_fer2013(path)
+    key = _cache_key(path)
+    for candidate in cache_paths(path):
+        rows = _load_cache(candidate, key)
+        if rows is not None:
+            tqdm.write(f"{path.name}: {len(rows)} rows from the parse cache {candidate}")
+            return rows
+    rows = _parse_fer2013(path)
+    for candidate in cache_paths(path):
+        if _save_cache(candidate, key, rows):
+            tqdm.write(f"{path.name}: parsed {len(rows)} rows; cached in {candidate} for later commands")
+            break
+    return rows
+
+
+def _cache_key(path: Path) -> np.ndarray:
+    """Format version, size, modification time and a digest of the first and last MiB of the CSV."""
+    stat = path.stat()
+    with path.open("rb") as f:
+        head = f.read(1 << 20)
+        f.seek(max(0, stat.st_size - (1 << 20)))
+        digest = hashlib.sha256(head + f.read()).digest()
+    return np.array([CACHE_VERSION, stat.st_size, stat.st_mtime_ns, int.from_bytes(digest[:7], "little")],
+                    dtype=np.int64)
+
+
+def cache_paths(csv_path: Path) -> list[Path]:
+    """Where a CSV's parse cache may live: beside it, else in the user's cache folder (named by its full path)."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "frafer"
+    digest = hashlib.sha256(str(csv_path.resolve()).encode()).hexdigest()[:16]
+    return [csv_path.with_name(csv_path.name + ".frafer-cache.npz"), home / f"{csv_path.stem}-{digest}.npz"]
+
+
+def _load_cache(path: Path, key: np.ndarray) -> list[PixelRow] | None:
+    """The rows of a cache file made from the same CSV (size and time); None if absent, stale or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if z["key"].shape != key.shape or not (z["key"] == key).all():
+                return None
+            rows, codes, usage, ok, pixels = z["rows"], z["codes"], z["usage"], z["ok"], z["pixels"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return [(int(r), int(c), pixels[i] if ok[i] else None, USAGES[u])
+            for i, (r, c, u) in enumerate(zip(rows.tolist(), codes.tolist(), usage.tolist(), strict=True))]
+
+
+def _save_cache(path: Path, key: np.ndarray, rows: list[PixelRow]) -> bool:
+    """Write the cache atomically; False where the folder cannot be written."""
+    ok = np.array([p is not None for _, _, p, _ in rows], dtype=bool)
+    pixels = np.zeros((len(rows), SIZE, SIZE), dtype=np.uint8)
+    for i, (_, _, p, _) in enumerate(rows):
+        if p is not None:
+            pixels[i] = p
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, key=key, rows=np.array([r for r, _, _, _ in rows], dtype=np.int64),
+                     codes=np.array([c for _, c, _, _ in rows], dtype=np.int8),
+                     usage=np.array([USAGES.index(u) for _, _, _, u in rows], dtype=np.int8), ok=ok, pixels=pixels)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def _parse_fer2013(path: Path) -> list[PixelRow]:
     rows = csv_rows(path)
     first = next(rows, None)
     if first is None:
