@@ -241,6 +241,43 @@ def test_fer2013_codes_splits_pixels_and_malformed_rows(tmp_path):
     assert rows[7][2] is None and rows[8][2] is None and rows[0][2] is not None
 
 
+def test_fer2013_is_parsed_once_and_the_cache_follows_the_file(tmp_path, monkeypatch, capsys):
+    from frafer.data.formats import fer2013 as fer2013_module
+
+    path = make_fer2013(tmp_path / "fer2013.csv")
+    first = read_fer2013_pixels(path)
+    cache = tmp_path / "fer2013.csv.frafer-cache.npz"
+    assert cache.is_file() and "cached in" in capsys.readouterr().out
+
+    def no_parse(path):
+        raise AssertionError("parsed again although the cache matches")
+
+    monkeypatch.setattr(fer2013_module, "_parse_fer2013", no_parse)
+    again = read_fer2013_pixels(path)
+    assert f"from the parse cache {cache}" in capsys.readouterr().out
+    assert [(r, c, u) for r, c, _, u in again] == [(r, c, u) for r, c, _, u in first]
+    assert all((a is None and b is None) or np.array_equal(a, b) for (_, _, a, _), (_, _, b, _) in zip(first, again))
+    assert read_fer2013(tmp_path).skipped == {"malformed pixels": 2}  # the dataset from the cache is the same
+    monkeypatch.undo()
+    # a changed file (other content, any size) is parsed afresh, never served stale
+    make_fer2013(path, [(6, pixel_text(5), "Training"), (0, pixel_text(6), "PrivateTest")])
+    rows = read_fer2013_pixels(path)
+    assert [(r[1], r[3]) for r in rows] == [(6, "Training"), (0, "PrivateTest")]
+
+
+def test_fer2013_cache_goes_to_the_user_cache_when_the_folder_is_read_only(tmp_path, monkeypatch):
+    from frafer.data.formats import fer2013 as fer2013_module
+
+    path = make_fer2013(tmp_path / "data" / "fer2013.csv")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    real_save = fer2013_module._save_cache
+    beside = path.with_name("fer2013.csv.frafer-cache.npz")
+    monkeypatch.setattr(fer2013_module, "_save_cache",
+                        lambda where, key, rows: where != beside and real_save(where, key, rows))
+    read_fer2013_pixels(path)
+    assert not beside.exists() and len(list((tmp_path / "user-cache" / "frafer").glob("fer2013-*.npz"))) == 1
+
+
 def test_fer2013_errors(tmp_path):
     with pytest.raises(FraferError, match=r"fer2013\.csv does not exist"):
         read_fer2013(tmp_path)
@@ -437,8 +474,17 @@ def test_class_folders_split_layout_and_subjects_csv(tmp_path):
     with_csv = read_class_folders(tmp_path, subjects=table)
     assert sorted(s.subject for split in with_csv.splits.values() for s in split) == ["p0", "p1", "p2", "p3"]
     write_rows(table, [[key, "p"] for key in keys[1:]], header="image,subject")
-    with pytest.raises(FraferError, match=rf"subjects\.csv has no subject for image {keys[0]}"):
+    with pytest.raises(FraferError, match=rf"subjects\.csv has no row for image {keys[0]}"):
         read_class_folders(tmp_path, subjects=table)
+    # more columns are allowed; a fold column gives each image its fold, and must exist
+    write_rows(table, [[key, f"p{i}", "x", i % 2] for i, key in enumerate(keys)], header="image,subject,note,fold")
+    folded = read_class_folders(tmp_path, subjects=table, fold_column="fold")
+    assert [s.fold for split in folded.splits.values() for s in split] == ["0", "1", "0", "1"]
+    assert read_class_folders(tmp_path, subjects=table).classes == ("happy", "sad", "fear", "anger")
+    with pytest.raises(FraferError, match="no column 'fold10_by_subject' .*data.fold_column"):
+        read_class_folders(tmp_path, subjects=table, fold_column="fold10_by_subject")
+    with pytest.raises(FraferError, match="needs the CSV that holds it"):
+        read_class_folders(tmp_path, fold_column="fold")
 
 
 def test_class_folders_errors(tmp_path):

@@ -109,3 +109,21 @@ def test_check_disjoint_splits(tmp_path):
     check_disjoint_splits(FERDataset("csv", {"train": [row], "val": [other]}, ()))
     with pytest.raises(FraferError, match="fer2013.csv:7 is in both the 'train' and the 'val' split"):
         check_disjoint_splits(FERDataset("csv", {"train": [row], "val": [FERSample(pixels, 3, "fer2013.csv:7")]}, ()))
+
+
+def test_column_folds_follow_the_dataset_and_refuse_a_subject_in_two_folds():
+    from frafer.data.folds import column_folds
+
+    samples = [FERSample(image=Path(f"{i}.png"), label=0, key=str(i), subject=f"s{i // 2}", fold=str(i // 4 + 1))
+               for i in range(12)]  # folds "1", "2", "3"; subjects two images each, never split
+    folds = column_folds(samples)
+    assert [test for _, test in folds] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert all(sorted(train + test) == list(range(12)) for train, test in folds)
+    ten = [FERSample(image=Path(f"{i}.png"), label=0, key=str(i), fold=str(i)) for i in range(11)]
+    assert [test for _, test in column_folds(ten)][:3] == [[0], [1], [2]]  # natural order: "10" comes last
+    assert column_folds(ten)[-1][1] == [10]
+    leaky = [*samples[:-1], FERSample(image=Path("x.png"), label=0, key="x", subject="s0", fold="3")]
+    with pytest.raises(FraferError, match="subject s0 is in folds 1 and 3"):
+        column_folds(leaky)
+    with pytest.raises(FraferError, match="no fold"):
+        column_folds([*samples, FERSample(image=Path("y.png"), label=0, key="y")])
