@@ -256,7 +256,8 @@ def test_fer2013_is_parsed_once_and_the_cache_follows_the_file(tmp_path, monkeyp
     again = read_fer2013_pixels(path)
     assert f"from the parse cache {cache}" in capsys.readouterr().out
     assert [(r, c, u) for r, c, _, u in again] == [(r, c, u) for r, c, _, u in first]
-    assert all((a is None and b is None) or np.array_equal(a, b) for (_, _, a, _), (_, _, b, _) in zip(first, again))
+    pairs = zip([r[2] for r in first], [r[2] for r in again], strict=True)
+    assert all((a is None and b is None) or np.array_equal(a, b) for a, b in pairs)
     assert read_fer2013(tmp_path).skipped == {"malformed pixels": 2}  # the dataset from the cache is the same
     monkeypatch.undo()
     # a changed file (other content, any size) is parsed afresh, never served stale
