@@ -44,3 +44,15 @@ def test_machine_info_names_the_kernels_and_threads():
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert info["threads"] == torch.get_num_threads() and info["cores_available"] >= 1
     assert info["cpu"] and isinstance(info["cpu_flags"], list) and info["onednn"] != ""
+
+
+def test_demo_seed_and_threads_reach_every_stage(monkeypatch):
+    from frafer import demo
+    from frafer.cli import main
+
+    calls = {}
+    monkeypatch.setattr(demo, "run_demo", lambda *args: calls.setdefault("args", args))
+    assert main(["demo", "--seed", "2", "--threads", "1", "--out", "x", "train.epochs=2"]) == 0
+    config, out, pre, finetune_config, ft = calls["args"]
+    assert out == "x" and pre == ["train.epochs=2", "train.seed=2", "train.threads=1"]
+    assert ft == ["train.seed=2", "train.threads=1"]
