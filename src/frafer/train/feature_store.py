@@ -91,8 +91,9 @@ class FeatureStore:
         missing = [s for s in dict((s.key, s) for s in samples if s.key not in row).values()]
         cached = len(samples) - sum(1 for s in samples if s.key not in row)
         if cached:
-            tqdm.write(f"features {name}: {cached} of {len(samples)} from the cache in {self.folder}"
-                       f" (trunk {self.identity['trunk']['source']})")
+            data = self.identity["data"]
+            tqdm.write(f"features {name}: {cached} of {len(samples)} from the cache in {self.folder} (trunk "
+                       f"{self.identity['trunk']['source']}, {data['format']} data at {data['root']})")
         if missing:
             new_feats, new_ok = extract(missing)
             feats = new_feats if feats is None else torch.cat([feats, new_feats])

@@ -46,8 +46,8 @@ class FERSplits:
     notes: dict[str, int] = field(default_factory=dict)  # what was dropped or read-skipped, and why
 
     def summary(self) -> str:
-        parts = [f"{self.name}: {len(self.classes)} classes, train {len(self.train)}, val {len(self.val)}, "
-                 f"test {len(self.test)}"]
+        parts = [f"{self.name}: {len(self.classes)} classes ({', '.join(self.classes)}), train {len(self.train)}, "
+                 f"val {len(self.val)}, test {len(self.test)}"]
         if self.notes:
             parts.append("; ".join(f"{reason}: {count}" for reason, count in sorted(self.notes.items())))
         return " — ".join(parts)
