@@ -369,17 +369,27 @@ class _RunsCode:
         return (open, (str(self.marker), "w"))
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_init_refuses_pickled_objects_and_missing_paths(data, tmp_path):
+    import warnings
+
     marker = tmp_path / "code-ran"
     torch.save({"conv1.weight": _RunsCode(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(FraferError, match=r"evil\.pth cannot be loaded safely"):
-        build_classifier(ft_with_init(data, tmp_path / "evil.pth"), 7)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(FraferError, match=r"evil\.pth cannot be loaded safely: it holds pickled Python objects") \
+                as err:
+            build_classifier(ft_with_init(data, tmp_path / "evil.pth"), 7)
+    assert not caught  # frafer's own line only, no library warning above it
+    assert "never unpickles" in str(err.value) and "safetensors" in str(err.value)
+    assert "weights_only" not in str(err.value)  # never the advice to unpickle an untrusted file
     assert not marker.exists()
     (tmp_path / "raw.pth").write_bytes(pickle.dumps(_RunsCode(marker)))
     with pytest.raises(FraferError, match="cannot be loaded safely"):
         load_trunk(str(tmp_path / "raw.pth"), "resnet18", [], 4, False)
     assert not marker.exists()
+    (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(FraferError, match="cut.pth cannot be loaded safely: it is not a readable torch file"):
+        load_trunk(str(tmp_path / "cut.pth"), "resnet18", [], 4, False)
     missing = tmp_path / "no" / "such" / "run"
     with pytest.raises(FraferError, match=f"model.init {missing}: no such file or folder"):
         build_classifier(ft_with_init(data, missing), 7)

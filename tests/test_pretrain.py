@@ -288,3 +288,21 @@ def test_a_fresh_run_refuses_a_used_folder(faces, tmp_path, capsys):
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["machine"]["threads"] == 1
     assert info["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(faces, tmp_path, capsys):
+    straight = pretrain(tiny(faces, "train.steps=6"), tmp_path / "straight")
+    cfg = ["train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=3"]
+    pretrain(tiny(faces, *cfg, "train.max_steps=4"), tmp_path / "run")  # checkpoints at steps 2 and 4
+    newest = latest_checkpoint(tmp_path / "run")
+    assert newest.name == "step_00000004"
+    data = (newest / "weights.safetensors").read_bytes()
+    (newest / "weights.safetensors").write_bytes(data[: len(data) // 2])  # a copy cut short
+    capsys.readouterr()
+    resumed = pretrain(tiny(faces, *cfg), tmp_path / "run", resume=True)
+    out = capsys.readouterr().out
+    assert "skipping damaged checkpoint step_00000004" in out and "resuming from" in out and "step_00000002" in out
+    assert resumed.step == 6 and resumed.last_loss == straight.last_loss
+    a = load_weights(latest_checkpoint(tmp_path / "straight") / "weights.safetensors")
+    b = load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -47,14 +47,35 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise FraferError(f"weights file {path} is not a readable safetensors file ({err})") from None
 
 
+def safe_torch_load(path: str | Path, what: str):
+    """torch.load(weights_only=True), with frafer's own line for whatever it refuses (and no library warning).
+
+    A file holding pickled objects beyond tensors is never unpickled: that could run code from the file. The
+    message says so and how to convert a trusted file, never to retry without weights_only.
+    """
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": noise above the real message
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FraferError(f"{what} {path} does not exist") from None
+    except pickle.UnpicklingError:
+        raise FraferError(
+            f"{what} {path} cannot be loaded safely: it holds pickled Python objects besides tensors, and frafer "
+            "never unpickles objects (that could run code from the file). If you trust its source, load it once "
+            "yourself and save its tensors with safetensors.torch.save_file, then give frafer the .safetensors file"
+        ) from None
+    except Exception as err:  # a truncated zip, not a torch file at all, …
+        raise FraferError(f"{what} {path} cannot be loaded safely: it is not a readable torch file "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+
+
 def load_state(path: str | Path) -> dict:
     """Resumable state; refuses anything that is not plain tensors / numbers / strings (no code is run)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FraferError(f"checkpoint state {path} does not exist") from None
-    except Exception as err:  # unpickling errors come in many types; all mean the same to a user
-        raise FraferError(f"checkpoint state {path} cannot be loaded safely: {str(err).splitlines()[0]}") from None
+    return safe_torch_load(path, "checkpoint state")
 
 
 def save_checkpoint(
@@ -88,6 +109,28 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     if not (path / WEIGHTS).is_file():
         raise FraferError(f"{pointer} points to {path.name}, which has no {WEIGHTS}")
     return path
+
+
+def resume_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint of a run whose weights, state and meta all load, and why newer ones were skipped.
+
+    (None, []) for a run without checkpoints; a run whose every checkpoint is damaged is an error listing why.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    candidates = sorted((p for p in folder.glob("step_*") if p.is_dir()), reverse=True) if folder.is_dir() else []
+    skipped = []
+    for ckpt in candidates:
+        try:
+            load_weights(ckpt / WEIGHTS)
+            load_state(ckpt / STATE)
+            json.loads((ckpt / META).read_text())
+        except (FraferError, OSError, json.JSONDecodeError) as err:
+            skipped.append(f"{ckpt.name} ({str(err).splitlines()[0]})")
+            continue
+        return ckpt, skipped
+    if candidates:
+        raise FraferError(f"no intact checkpoint to resume in {folder}: {'; '.join(skipped)}")
+    return None, []
 
 
 def resolve_weights(path: str | Path) -> Path:

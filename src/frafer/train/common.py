@@ -54,6 +54,18 @@ def run_info(seed: int, world_size: int, device: torch.device) -> dict:
     }
 
 
+def resume_from(run_dir: Path) -> Path | None:
+    """The newest intact checkpoint of `run_dir` (None without any), naming the damaged newer ones it skips."""
+    from tqdm import tqdm
+
+    from frafer.train.checkpoint import resume_checkpoint
+
+    ckpt, skipped = resume_checkpoint(run_dir)
+    for reason in skipped:
+        tqdm.write(f"skipping damaged checkpoint {reason}")
+    return ckpt
+
+
 def check_resumable(ckpt: Path, budget) -> dict:
     """The checkpoint's meta.json, after checking that it was planned with the same steps per epoch and length."""
     meta = json.loads((ckpt / "meta.json").read_text())

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from frafer.config import FinetuneConfig, dump_yaml
 from frafer.eval.metrics import markdown_table
 from frafer.train import common
-from frafer.train.checkpoint import atomic_write_text, latest_checkpoint
+from frafer.train.checkpoint import atomic_write_text
 from frafer.train.fer_data import fold_plan, prepare_splits, read_configured_dataset
 
 
@@ -49,7 +49,7 @@ def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = Fals
             if mode == "linear_probe" and cfg.probe.path == "cached":
                 result = _cached(fold_cfg, fold_dir, True, splits, run_dir / "features")
             else:
-                again = resume and latest_checkpoint(fold_dir) is not None
+                again = resume and (fold_dir / "checkpoints").is_dir()
                 result = _run(fold_cfg, fold_dir, again, frozen=mode == "linear_probe", overwrite=True, splits=splits)
             results = result.results
         rows.append(fold_row(k, results))

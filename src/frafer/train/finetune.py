@@ -34,7 +34,6 @@ from frafer.train import common, distributed, machine
 from frafer.train.checkpoint import (
     WEIGHTS,
     atomic_write_text,
-    latest_checkpoint,
     load_state,
     load_weights,
     save_checkpoint,
@@ -200,7 +199,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     steps_per_epoch = budget.steps_per_epoch
     min_lr = 0.0 if frozen else cfg.optim.min_lr
 
-    ckpt = latest_checkpoint(run_dir) if resume else None
+    ckpt = common.resume_from(run_dir) if resume else None
     layout, recorded = None, None
     if ckpt is not None:  # the trunk's layout and source as first built: bundles keep naming the real source
         recorded = json.loads((run_dir / "init.json").read_text())

@@ -18,7 +18,7 @@ import yaml
 
 from frafer.errors import FraferError
 from frafer.models.backbones import ResNetTrunk, build_trunk
-from frafer.train.checkpoint import WEIGHTS, latest_checkpoint, load_weights
+from frafer.train.checkpoint import WEIGHTS, latest_checkpoint, load_weights, safe_torch_load
 
 # Prefixes under which a trunk sits in the state dicts frafer (and common tools) write, most specific first.
 _TRUNK_PREFIXES = ("online.trunk.", "module.trunk.", "trunk.", "module.encoder.", "module.", "encoder.", "backbone.")
@@ -74,10 +74,7 @@ def _strip_to_trunk(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _load_pth(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickled code, corrupt zip, not a torch file: all refused the same way
-        raise FraferError(f"{path} cannot be loaded safely as a state dict: {str(err).splitlines()[0]}") from None
+    obj = safe_torch_load(path, "weights file")
     for key in ("state_dict", "model", "online"):  # common wrappers around the state dict
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -36,7 +36,6 @@ from frafer.train import common, distributed, machine
 from frafer.train.checkpoint import (
     WEIGHTS,
     atomic_write_text,
-    latest_checkpoint,
     load_state,
     load_weights,
     save_checkpoint,
@@ -157,7 +156,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
 
     step = 0
     if resume:
-        ckpt = latest_checkpoint(run_dir)
+        ckpt = common.resume_from(run_dir)
         if ckpt is not None:
             step = _restore(ckpt, model, optimizer, scaler, device, budget)
     if ctx.is_main:
