@@ -64,6 +64,15 @@ def one_thread():
 
 
 @pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a background job (nohup, `cmd &`) starts with SIGINT
+    ignored, and a raised SIGINT would then do nothing at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
 def quick_figures(monkeypatch):
     """Confusion PNGs as a plain grey image of the counts: the Matplotlib figure costs ~0.4 s each and is drawn
     for real by the shared fine-tuning run the report tests read."""
@@ -255,7 +264,7 @@ def test_faithful_linear_probe_resumes(data, lp_faithful, tmp_path, quick_figure
     assert equal_weights(a, b)
 
 
-def test_ctrl_c_checkpoints_and_the_resume_is_exact(data, ft_run, tmp_path, quick_figures, monkeypatch):
+def test_ctrl_c_checkpoints_and_the_resume_is_exact(data, ft_run, tmp_path, quick_figures, monkeypatch, ctrl_c):
     real, calls = finetune_module.loss_fn, {"n": 0}
 
     def interrupting(cfg):
@@ -280,7 +289,8 @@ def test_ctrl_c_checkpoints_and_the_resume_is_exact(data, ft_run, tmp_path, quic
     assert equal_weights(a, load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors"))
 
 
-def test_ctrl_c_while_validating_is_validated_on_resume(data, ft_run, tmp_path, quick_figures, monkeypatch):
+def test_ctrl_c_while_validating_is_validated_on_resume(data, ft_run, tmp_path, quick_figures, monkeypatch,
+                                                        ctrl_c):
     real = finetune_module.evaluate_samples
 
     def interrupting(*args, **kwargs):
