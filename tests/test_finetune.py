@@ -184,9 +184,12 @@ def test_cached_probe_reuses_its_feature_cache(data, tmp_path, quick_figures, mo
 
 def test_cached_probe_refuses_a_cache_of_another_trunk_or_dataset(data, tmp_path, quick_figures):
     linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1"), tmp_path / "run")
+    before = (tmp_path / "run" / "results.json").read_text()
     with pytest.raises(FraferError, match="another trunk, pipeline or dataset .*trunk.seed: cached 0, now 1"):
         linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1", "train.seed=1"), tmp_path / "run",
                      overwrite=True)
+    assert (tmp_path / "run" / "results.json").read_text() == before  # refused before anything was cleared
+    assert load_bundle(tmp_path / "run").classes == tuple(EXPRESSIONS[:7])
     with pytest.raises(FraferError, match="data.root: cached .*, now "):
         linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1", train_root=data["val"],
                              extra=("train", "test")), tmp_path / "run", overwrite=True)
@@ -200,6 +203,9 @@ def test_fresh_runs_refuse_a_used_run_folder(data, ft_run, tmp_path, quick_figur
     assert (run_dir / "results.json").read_text() == before
     shutil.copytree(run_dir, tmp_path / "copy")
     (tmp_path / "copy" / "notes.txt").write_text("mine")
+    with pytest.raises(FraferError, match="nowhere does not exist"):  # a failed run leaves the old one as it was
+        finetune(cfg_for(data, "train.epochs=1", train_root=tmp_path / "nowhere"), tmp_path / "copy", overwrite=True)
+    assert (tmp_path / "copy" / "results.json").read_text() == before
     finetune(cfg_for(data, "train.epochs=1"), tmp_path / "copy", overwrite=True)
     results = json.loads((tmp_path / "copy" / "results.json").read_text())
     assert results["last"]["epoch"] == 1 and (tmp_path / "copy" / "notes.txt").read_text() == "mine"

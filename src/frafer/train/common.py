@@ -151,8 +151,9 @@ def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, keep: tuple[str,
     """Refuse to start a fresh run in a folder that holds another one, unless `overwrite` (then clear it).
 
     `keep` names artifacts an overwrite leaves in place (a probe's feature cache, checked against its trunk and
-    data before any reuse). Resuming continues the folder's own run and is always allowed. Under torchrun every
-    process checks and only the main one (`clear`) removes.
+    data before any reuse). Resuming continues the folder's own run and is always allowed. `clear=False` only
+    checks: the loops refuse at once, but clear an overwritten run only when they are about to write, so a run
+    that fails on its data, trunk or cache leaves the old one as it was.
     """
     run_dir = Path(run_dir)
     if resume or not run_dir.is_dir():

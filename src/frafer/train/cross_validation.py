@@ -30,9 +30,10 @@ def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = Fals
     from frafer.train.finetune import FinetuneResult, _cached, _run
 
     run_dir = Path(run_dir)
-    common.claim_run_dir(run_dir, resume, overwrite, keep=("features",))
+    common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once
     dataset = read_configured_dataset(cfg.data)  # parsed once, whatever the number of folds
     _, folds = fold_plan(dataset, cfg.data, cfg.train.seed)
+    common.claim_run_dir(run_dir, resume, overwrite, keep=("features",))  # cleared once the folds are known
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     tqdm.write(f"{dataset.name}: {len(folds)} folds, {mode}")

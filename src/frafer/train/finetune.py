@@ -161,9 +161,8 @@ def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bo
             raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
         mode = "linear_probe" if frozen else "finetune"
         run_dir = _resolve_run_dir(cfg, run_dir, mode)
-        common.claim_run_dir(run_dir, resume, overwrite, clear=ctx.is_main)  # every rank refuses alike
-        distributed.barrier()
-        return _train(cfg, run_dir, resume, frozen, ctx, splits)
+        common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once, cleared only once it writes
+        return _train(cfg, run_dir, resume, frozen, ctx, splits, overwrite)
     finally:
         distributed.teardown()
 
@@ -172,7 +171,7 @@ def _run(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bo
 
 
 def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
-           splits: FERSplits | None = None) -> FinetuneResult:
+           splits: FERSplits | None = None, overwrite: bool = False) -> FinetuneResult:
     t, device = cfg.train, ctx.device
     mode = "linear_probe" if frozen else "finetune"
     batch_size = cfg.probe.batch_size if frozen else t.batch_size
@@ -220,6 +219,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     if ckpt is not None:
         step, history, best = _restore(ckpt, model, optimizer, scaler, device, budget)
     if ctx.is_main:
+        common.claim_run_dir(run_dir, resume, overwrite)  # an overwritten run is cleared only now, when all is set
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         if ckpt is None:

@@ -81,7 +81,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     when given, are used instead of reading the dataset again.
     """
     t, p = cfg.train, cfg.probe
-    common.claim_run_dir(run_dir, resume=False, overwrite=overwrite, keep=("features",))
+    common.claim_run_dir(run_dir, resume=False, overwrite=overwrite, clear=False)  # refused at once
     machine.set_threads(t.threads, cfg.data.num_workers)
     splits = splits or prepare_splits(cfg.data, t.seed)
     train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
@@ -91,14 +91,16 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     if p.feature_norm:
         model.add_feature_norm()
     model.to(device)
+    eval_tf = build_eval_transform(cfg.data.image_size, cfg.aug.mean, cfg.aug.std)
+    store = FeatureStore(store_folder or run_dir / "features", feature_identity(cfg, init_record))  # checks the cache
+    # only now, with data, trunk and cache accepted, is an overwritten run cleared
+    common.claim_run_dir(run_dir, resume=False, overwrite=overwrite, keep=("features",))
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     atomic_write_text(run_dir / "init.json", json.dumps(init_record, indent=2))
     info = common.run_info(t.seed, 1, device) | {"mode": "linear_probe (cached)", "data": splits.summary()}
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
 
-    eval_tf = build_eval_transform(cfg.data.image_size, cfg.aug.mean, cfg.aug.std)
-    store = FeatureStore(store_folder or run_dir / "features", feature_identity(cfg, init_record))
 
     def features(name, samples, flip):
         return store.get(samples, flip, name, lambda missing: extract_features(

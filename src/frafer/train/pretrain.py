@@ -114,14 +114,14 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path | None = None, resume: boo
         if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
             raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
         run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-        common.claim_run_dir(run_dir, resume, overwrite, clear=ctx.is_main)  # every rank refuses alike
-        distributed.barrier()
-        return _pretrain(cfg, run_dir, resume, ctx)
+        common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once, cleared only once it writes
+        return _pretrain(cfg, run_dir, resume, ctx, overwrite)
     finally:
         distributed.teardown()
 
 
-def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed.Context) -> PretrainResult:
+def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed.Context,
+              overwrite: bool = False) -> PretrainResult:
     t, device = cfg.train, ctx.device
     machine.set_threads(t.threads, cfg.data.num_workers)
     torch.manual_seed(t.seed)
@@ -160,6 +160,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
         if ckpt is not None:
             step = _restore(ckpt, model, optimizer, scaler, device, budget)
     if ctx.is_main:
+        common.claim_run_dir(run_dir, resume, overwrite)  # an overwritten run is cleared only now, when all is set
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         if not (run_dir / "run.json").exists() or not resume:
