@@ -180,6 +180,8 @@ def test_cached_probe_reuses_its_feature_cache(data, tmp_path, quick_figures, mo
     linear_probe(cfg, tmp_path / "run", overwrite=True)
     assert f"from the cache in {tmp_path / 'run' / 'features'}" in capsys.readouterr().out  # and it says so
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == first
+    linear_probe(cfg, tmp_path / "run", resume=True)  # --resume of a cached probe: the head again, on the cache
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == first
 
 
 def test_cached_probe_refuses_a_cache_of_another_trunk_or_dataset(data, tmp_path, quick_figures):

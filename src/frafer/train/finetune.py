@@ -126,8 +126,8 @@ def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume:
         from frafer.train.cross_validation import run_folds
 
         return run_folds(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), "linear_probe", resume, overwrite)
-    if cfg.probe.path == "cached":
-        return _cached(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), overwrite)
+    if cfg.probe.path == "cached":  # seconds on its feature cache: a resume simply trains the head again
+        return _cached(cfg, _resolve_run_dir(cfg, run_dir, "linear_probe"), overwrite or resume)
     return _run(cfg, run_dir, resume, frozen=True, overwrite=overwrite)
 
 
