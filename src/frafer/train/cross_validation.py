@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,12 @@ def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = Fals
     common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once
     dataset = read_configured_dataset(cfg.data)  # parsed once, whatever the number of folds
     _, folds = fold_plan(dataset, cfg.data, cfg.train.seed)
-    common.claim_run_dir(run_dir, resume, overwrite, keep=("features",))  # cleared once the folds are known
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    tqdm.write(f"{dataset.name}: {len(folds)} folds, {mode}")
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun the main process clears and writes the table
+    common.claim_run_dir(run_dir, resume, overwrite, keep=("features",), clear=main)  # once the folds are known
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        tqdm.write(f"{dataset.name}: {len(folds)} folds, {mode}")
     rows, result = [], None
     for k in range(len(folds)):
         fold_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=k))
@@ -54,13 +57,15 @@ def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = Fals
                 result = _run(fold_cfg, fold_dir, again, frozen=mode == "linear_probe", overwrite=True, splits=splits)
             results = result.results
         rows.append(fold_row(k, results))
+    result = result or FinetuneResult(run_dir, mode, 0, float("nan"))
+    if not main:
+        return dataclasses.replace(result, run_dir=run_dir)
     table = fold_table(rows)
     atomic_write_text(run_dir / "folds.json", json.dumps(table, indent=2))
     header = f"{mode} on {dataset.name}, {len(folds)} folds (test split of each)"
     md = markdown_table(table["rows"] + table["summary"], table["columns"])
     atomic_write_text(run_dir / "folds.md", f"# {header}\n\n{md}\n")
     tqdm.write(f"\n{header}\n{md}")
-    result = result or FinetuneResult(run_dir, mode, 0, float("nan"))
     return dataclasses.replace(result, run_dir=run_dir, results={**result.results, "folds": table})
 
 
