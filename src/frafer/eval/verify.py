@@ -91,11 +91,10 @@ def verify_checkpoint(
     from frafer.train.init_weights import is_random_init, load_trunk
 
     pairs = read_pairs(kind, root)
-    random_trunk = random_trunk or RandomTrunk()
+    r = random_trunk or RandomTrunk()
     random = is_random_init(checkpoint)
     if random:
-        torch.manual_seed(random_trunk.seed)
-    r = random_trunk
+        torch.manual_seed(r.seed)
     trunk, record = load_trunk(checkpoint, r.arch, list(r.blocks or []), r.width, r.remove_maxpool)
     recorded = None if random else _recorded_input(record["source"])
     size, mean, std = recorded or (224, VGGFACE2_MEAN, VGGFACE2_STD)

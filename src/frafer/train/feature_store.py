@@ -88,8 +88,8 @@ class FeatureStore:
         kind = "flip" if flip else "plain"
         feats, readable = self._load(kind)
         row = {key: i for i, key in enumerate(self.keys[kind])}
-        missing = [s for s in dict((s.key, s) for s in samples if s.key not in row).values()]
-        cached = len(samples) - sum(1 for s in samples if s.key not in row)
+        missing = list({s.key: s for s in samples if s.key not in row}.values())
+        cached = sum(s.key in row for s in samples)
         if cached:
             data = self.identity["data"]
             tqdm.write(f"features {name}: {cached} of {len(samples)} from the cache in {self.folder} (trunk "

@@ -255,8 +255,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
 
     def validation_due() -> bool:
         """After every `eval_every_epochs` whole epochs, and at the run's end (a partial last epoch too)."""
-        whole = step % steps_per_epoch == 0 and (step // steps_per_epoch) % t.eval_every_epochs == 0
-        return ctx.is_main and bool(splits.val) and step > 0 and (whole or step == budget.total)
+        return ctx.is_main and bool(splits.val) and step > 0 and budget.due(step, t.eval_every_epochs)
 
     def validate_epoch(finished: float, best: dict | None) -> dict | None:
         """Validate after epoch `finished`, record it, save the bundle when it is the best so far; returns best."""

@@ -131,7 +131,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     logger = MetricsLogger(run_dir, tensorboard=t.tensorboard)
     # Targets that do not change between epochs, gathered once: class ids, or the crowd vectors of every sample.
     fixed_targets = None
-    if cfg.data.crowd_mode in ("none", "majority", "multilabel", "crossentropy"):
+    if cfg.data.crowd_mode != "probability":
         fixed_targets = torch.stack([torch.as_tensor(target_fn(s, i, 0)) for i, s in enumerate(train_samples)])
     history, best, best_head, step, loss = [], None, None, 0, math.nan
     total_steps = (len(train_samples) // p.batch_size) * p.epochs

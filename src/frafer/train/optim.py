@@ -119,6 +119,11 @@ class Budget:
         """A whole epoch just finished, or the run's last (possibly partial) epoch did."""
         return step % self.steps_per_epoch == 0 or step == self.total
 
+    def due(self, step: int, every_epochs: int) -> bool:
+        """After every `every_epochs` whole epochs (step 0 included) and at the run's end, a partial epoch too."""
+        whole, rest = divmod(step, self.steps_per_epoch)
+        return step == self.total or (rest == 0 and whole % every_epochs == 0)
+
 
 def plan_budget(num_samples: int, batch_size: int, epochs: float, steps: int, warmup_epochs: float,
                 warmup_steps: int = -1, max_steps: int = 0, where: str = "train") -> Budget:

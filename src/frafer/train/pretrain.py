@@ -193,14 +193,10 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             monitor_once(epoch)
 
-    def due(every: int) -> bool:
-        """Every `every` whole epochs, before the first step, and at the run's end (a partial last epoch too)."""
-        return step == budget.total or (step % steps_per_epoch == 0 and (step // steps_per_epoch) % every == 0)
-
     def monitor_once(epoch: float) -> None:
         m = cfg.monitor
-        knn_due = monitor is not None and due(m.knn_every_epochs)
-        verify_due = bool(pairs) and due(m.verify_every_epochs)
+        knn_due = monitor is not None and budget.due(step, m.knn_every_epochs)
+        verify_due = bool(pairs) and budget.due(step, m.verify_every_epochs)
         if ctx.is_main and knn_due:
             record = {"step": step, "epoch": epoch, **monitor.evaluate(model.online.trunk, device)}
             result.knn.append(record)

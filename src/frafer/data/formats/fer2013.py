@@ -65,17 +65,15 @@ CACHE_VERSION = 1
 USAGES = ("Training", "PublicTest", "PrivateTest")
 
 
-def read_fer2013_pixels(csv_path: str | Path, cache: bool = True) -> list[PixelRow]:
+def read_fer2013_pixels(csv_path: str | Path) -> list[PixelRow]:
     """Every data row of a fer2013.csv as (row, emotion code, pixels, Usage).
 
     row counts data rows from 0 (the header is not a row), which is how fer2013new.csv aligns with it. pixels is
     a (48, 48) uint8 array, or None when the field is not 2304 integers in 0..255. A bad emotion (not 0–6), a
-    bad Usage or a wrong number of fields is a FraferError naming the line. With `cache`, a parse cache of the
-    same file (size and time) is used, and one is written after a full parse.
+    bad Usage or a wrong number of fields is a FraferError naming the line. A parse cache of the same file is
+    used when there is one, and written after a full parse.
     """
     path = require_file(csv_path, "FER2013 CSV")
-    if not cache:
-        return _parse_fer2013(path)
     key = _cache_key(path)
     for candidate in cache_paths(path):
         rows = _load_cache(candidate, key)
