@@ -1,12 +1,15 @@
 """Trunks in torchvision's layout, FRA's shapes and heatmaps, the momentum update, BYOL's missing local branch."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from frafer.models.backbones import build_trunk
 from frafer.models.fra import FRA, region_pool
-from frafer.models.heads import sine_position_encoding
+from frafer.models.heads import QueryDecoder, sine_position_encoding
 from tests.conftest import tiny_model_config
 
 
@@ -36,6 +39,51 @@ def test_sine_position_encoding_is_distinct_per_cell():
     pe = sine_position_encoding(3, 4, 16)
     assert pe.shape == (12, 16)
     assert torch.cdist(pe, pe).add(torch.eye(12)).min() > 1e-3
+
+
+def test_sine_position_encoding_is_detrs_by_hand():
+    # dim 8: 4 channels per axis; frequencies 10000^(0/4), 10000^(0/4), 10000^(2/4), 10000^(2/4) = 1, 1, 100, 100.
+    pe = sine_position_encoding(2, 3, 8).reshape(2, 3, 8)
+    y1 = 2 / (2 + 1e-6) * 2 * math.pi  # the second row: (i + 1) / (h + eps) · 2π
+    x0 = 1 / (3 + 1e-6) * 2 * math.pi  # the first column
+    expected = torch.tensor([math.sin(y1), math.cos(y1), math.sin(y1 / 100), math.cos(y1 / 100),
+                             math.sin(x0), math.cos(x0), math.sin(x0 / 100), math.cos(x0 / 100)])
+    assert torch.allclose(pe[1, 0], expected, atol=1e-6)
+
+
+def _attention(mha, q, k, v):
+    """Multi-head attention written out: per-head softmax(q·kᵀ/√d)·v, then the output projection."""
+    d = q.shape[-1]
+    wq, wk, wv = mha.in_proj_weight.split(d)
+    bq, bk, bv = mha.in_proj_bias.split(d)
+    heads = mha.num_heads
+
+    def split(x):  # (B, L, D) → (B, heads, L, D/heads)
+        return x.reshape(x.shape[0], x.shape[1], heads, d // heads).transpose(1, 2)
+
+    qh, kh, vh = split(F.linear(q, wq, bq)), split(F.linear(k, wk, bk)), split(F.linear(v, wv, bv))
+    weights = torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(d // heads), dim=-1)
+    out = (weights @ vh).transpose(1, 2).reshape(q.shape)
+    return mha.out_proj(out)
+
+
+def test_query_decoder_follows_detrs_equations():
+    """tgt₀ = 0; per layer: t = LN(t + SA(t+q, t+q, t)); t = LN(t + CA(t+q, m+p, m)); t = LN(t + FFN(t));
+    then a final LN and the mask MLP (q = the queries, m = the projected memory, p = its sine encoding)."""
+    torch.manual_seed(0)
+    dec = QueryDecoder(in_channels=6, dim=16, out_dim=12, num_queries=5, layers=2, heads=4, ffn_dim=20,
+                       dropout=0.0).eval()
+    features = torch.randn(3, 6, 4, 3)
+    memory = dec.input_proj(features).flatten(2).transpose(1, 2)  # (3, 12, 16)
+    pos = sine_position_encoding(4, 3, 16)
+    q = dec.queries.expand(3, -1, -1)
+    t = torch.zeros(3, 5, 16)
+    for layer in dec.layers:
+        t = layer.norm1(t + _attention(layer.self_attn, t + q, t + q, t))
+        t = layer.norm2(t + _attention(layer.cross_attn, t + q, memory + pos, memory))
+        t = layer.norm3(t + layer.ffn(t))
+    expected = dec.mask_mlp(dec.norm(t))
+    assert torch.allclose(dec(features), expected, atol=1e-5)
 
 
 def test_fra_shapes_heatmaps_and_shared_masks(tiny_cfg):

@@ -35,8 +35,8 @@ def test_lars_groups_exclude_biases_and_norms_by_module_type(tiny_cfg):
     assert "online.trunk.bn1.weight" in ex and "online.trunk.layer1.0.bn2.bias" in ex
     assert "online.trunk.layer2.0.downsample.1.weight" in ex  # a BatchNorm that no 'bn' substring would catch
     assert "online.global_projector.net.1.weight" in ex  # BatchNorm1d inside an MLP
-    assert "online.decoder.decoder.layers.0.norm1.weight" in ex  # LayerNorm of the decoder
-    assert "online.decoder.input_proj.bias" in ex and "global_predictor.net.3.bias" in ex
+    assert "online.decoder.layers.0.norm1.weight" in ex and "online.decoder.norm.bias" in ex  # its LayerNorms
+    assert "online.decoder.input_proj.bias" in ex and "online.decoder.mask_mlp.4.bias" in ex
     assert "online.trunk.conv1.weight" in ad and "online.decoder.queries" in ad
     assert "global_predictor.net.0.weight" in ad
     assert not any(n.startswith("momentum.") for n in ex | ad)  # the momentum network is never optimised
