@@ -9,7 +9,7 @@ import torchvision
 
 from frafer.models.backbones import build_trunk
 from frafer.models.fra import FRA, region_pool
-from frafer.models.heads import QueryDecoder, sine_position_encoding
+from frafer.models.heads import MLP, QueryDecoder, sine_position_encoding
 from tests.conftest import tiny_model_config
 
 
@@ -84,6 +84,12 @@ def test_query_decoder_follows_detrs_equations():
         t = layer.norm3(t + layer.ffn(t))
     expected = dec.mask_mlp(dec.norm(t))
     assert torch.allclose(dec(features), expected, atol=1e-5)
+
+
+def test_projector_and_predictor_linears_have_no_bias():
+    mlp = MLP(8, 16, 4)
+    linears = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2 and all(m.bias is None for m in linears)
 
 
 def test_fra_shapes_heatmaps_and_shared_masks(tiny_cfg):

@@ -9,7 +9,7 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """Linear (no bias) → BatchNorm → ReLU → Linear: the shape of every FRA projector and predictor.
+    """Linear → BatchNorm → ReLU → Linear, neither Linear with a bias: every FRA projector and predictor.
 
     Works on (..., in_dim): leading dims are flattened, so batch-norm statistics span them all (B for global
     embeddings, B·H·W for the dense projector, B·N for region embeddings).
@@ -21,13 +21,11 @@ class MLP(nn.Module):
             nn.Linear(in_dim, hidden_dim, bias=False),
             nn.BatchNorm1d(hidden_dim),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
+            nn.Linear(hidden_dim, out_dim, bias=False),
         )
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm1d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
