@@ -60,6 +60,23 @@ def test_lars_step_by_hand():
     assert b.item() == pytest.approx(1.0 - 0.1 * 0.5 - 0.1 * (0.9 * 0.5 + 0.5))  # momentum buffer
 
 
+@pytest.mark.parametrize("lr_in_buffer", [True, False])
+def test_lars_buffer_across_an_lr_change(lr_in_buffer):
+    """Gradient 1 on an excluded parameter, lr 0.5 then 1.0, momentum 0.9. Official (lr in the buffer):
+    v₁ = 0.5, v₂ = 0.9·0.5 + 1.0 = 1.45. SGD form: v₁ = 1, v₂ = 1.9, step lr·v₂ = 1.9."""
+    b = nn.Parameter(torch.zeros(1))
+    opt = LARS([{"params": [b], "lars": False, "weight_decay": 0.0}], lr=0.5, momentum=0.9,
+               lr_in_buffer=lr_in_buffer)
+    b.grad = torch.ones(1)
+    opt.step()
+    assert b.item() == pytest.approx(-0.5)
+    opt.param_groups[0]["lr"] = 1.0
+    b.grad = torch.ones(1)
+    opt.step()
+    second = 1.45 if lr_in_buffer else 1.9
+    assert b.item() == pytest.approx(-0.5 - second)
+
+
 def test_trust_ratio_is_one_for_zero_weights():
     w = nn.Parameter(torch.zeros(3))
     opt = LARS([w], lr=1.0, weight_decay=0.0, momentum=0.0)

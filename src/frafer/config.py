@@ -107,6 +107,8 @@ class OptimConfig:
     weight_decay: float = _f(1e-6, "LARS weight decay (not on biases and normalisation parameters)", lo=0)
     lars_momentum: float = _f(0.9, "LARS momentum", lo=0, hi=1)
     lars_eta: float = _f(1e-3, "LARS trust coefficient eta", lo=0, lo_open=True)
+    lars_lr_in_buffer: bool = _f(True, "LARS momentum buffer accumulates lr-scaled steps (official code); false = "
+                                       "PyTorch SGD's lr-free buffer")
     warmup_epochs: float = _f(10.0, "linear warm-up epochs (per step)", lo=0)
     warmup_steps: int = _f(-1, "linear warm-up in steps (-1 = from optim.warmup_epochs)", lo=-1)
     min_lr: float = _f(0.0, "learning rate at the end of the cosine", lo=0)

@@ -19,12 +19,17 @@ class LARS(torch.optim.Optimizer):
     For a parameter w with gradient g in an adapted group:
         g ← (g + wd·w) · η‖w‖ / (‖g‖ + wd‖w‖)       (trust ratio; 1 when ‖w‖ or ‖g‖ is 0)
     Groups with `lars=False` (biases, normalisation parameters) get neither weight decay nor the trust ratio.
-    Then v ← μ·v + g;  w ← w − lr·v. Adapted gradients are rescaled in place (`p.grad` holds the update after
-    a step), as the training loops clear them before the next backward anyway.
+    The momentum buffer, as the official FRA code keeps it (`lr_in_buffer=True`, the default), accumulates
+    lr-scaled steps:  v ← μ·v + lr·g;  w ← w − v.  `lr_in_buffer=False` is PyTorch SGD's form,
+    v ← μ·v + g;  w ← w − lr·v; the two agree while the lr is constant and part whenever it changes (warm-up,
+    cosine). Adapted gradients are rescaled in place (`p.grad` holds the update after a step), as the training
+    loops clear them before the next backward anyway.
     """
 
-    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 1e-3):
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 1e-3,
+                 lr_in_buffer: bool = True):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=True))
+        self.lr_in_buffer = lr_in_buffer
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -54,8 +59,12 @@ class LARS(torch.optim.Optimizer):
                     self.state[p]["momentum_buffer"] = torch.zeros_like(p)
             bufs = [self.state[p]["momentum_buffer"] for p in params]
             torch._foreach_mul_(bufs, group["momentum"])
-            torch._foreach_add_(bufs, grads)
-            torch._foreach_add_(params, bufs, alpha=-group["lr"])
+            if self.lr_in_buffer:
+                torch._foreach_add_(bufs, grads, alpha=group["lr"])
+                torch._foreach_sub_(params, bufs)
+            else:
+                torch._foreach_add_(bufs, grads)
+                torch._foreach_add_(params, bufs, alpha=-group["lr"])
         return loss
 
 
@@ -71,10 +80,11 @@ def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
     return adapted, excluded
 
 
-def build_lars(model: nn.Module, lr: float, weight_decay: float, momentum: float, eta: float) -> LARS:
+def build_lars(model: nn.Module, lr: float, weight_decay: float, momentum: float, eta: float,
+               lr_in_buffer: bool = True) -> LARS:
     adapted, excluded = split_decay_groups(model)
     groups = [{"params": adapted}, {"params": excluded, "lars": False, "weight_decay": 0.0}]
-    return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta)
+    return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lr_in_buffer=lr_in_buffer)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:

@@ -149,7 +149,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     peak_lr = effective_lr(cfg)
     optimizer = build_lars(
         torch.nn.ModuleList(trainable), peak_lr, cfg.optim.weight_decay, cfg.optim.lars_momentum,
-        cfg.optim.lars_eta,
+        cfg.optim.lars_eta, cfg.optim.lars_lr_in_buffer,
     )
     params = [p for group in optimizer.param_groups for p in group["params"]]
     scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
