@@ -37,6 +37,8 @@ def test_lars_groups_exclude_biases_and_norms_by_module_type(tiny_cfg):
     assert "online.global_projector.net.1.weight" in ex  # BatchNorm1d inside an MLP
     assert "online.decoder.layers.0.norm1.weight" in ex and "online.decoder.norm.bias" in ex  # its LayerNorms
     assert "online.decoder.input_proj.bias" in ex and "online.decoder.mask_mlp.4.bias" in ex
+    assert "online.decoder.layers.0.self_attn.in_proj_bias" in ex  # not a module's `bias`, a bias all the same
+    assert "online.decoder.layers.0.cross_attn.in_proj_weight" in ad
     assert "online.trunk.conv1.weight" in ad and "online.decoder.queries" in ad
     assert "global_predictor.net.0.weight" in ad
     assert not any(n.startswith("momentum.") for n in ex | ad)  # the momentum network is never optimised

@@ -69,14 +69,16 @@ class LARS(torch.optim.Optimizer):
 
 
 def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(adapted, excluded): excluded = every bias and every parameter of a normalisation module, by module type."""
+    """(adapted, excluded): excluded = every bias (attention's `in_proj_bias` too) and every parameter of a
+    normalisation module, by module type."""
     adapted, excluded, seen = [], [], set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            (excluded if isinstance(module, NORM_TYPES) or name == "bias" else adapted).append(p)
+            is_bias = name == "bias" or name.endswith("_bias")
+            (excluded if isinstance(module, NORM_TYPES) or is_bias else adapted).append(p)
     return adapted, excluded
 
 
