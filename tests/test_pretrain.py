@@ -169,6 +169,17 @@ def test_resume_refuses_a_tampered_checkpoint(faces, tmp_path):
         pretrain(tiny(faces, "train.epochs=1"), tmp_path / "run2", resume=True)
 
 
+def test_resume_refuses_a_checkpoint_of_the_old_layout(faces, tmp_path):
+    """A layout-1 checkpoint (before DETR's decoder and the official LARS buffer) is refused, not read wrongly."""
+    pretrain(tiny(faces, "train.epochs=2", "train.max_steps=2"), tmp_path / "run")
+    meta_path = latest_checkpoint(tmp_path / "run") / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["layout"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(FraferError, match="checkpoint layout 1, this version writes 2.*Start a new run"):
+        pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run", resume=True)
+
+
 def test_gradient_clipping_limits_the_plain_sgd_updates(faces, tmp_path):
     # LARS rescales adapted weights by a trust ratio, so clipping shows on the excluded (plain SGD) parameters.
     def bn_change(run, *more):

@@ -48,6 +48,11 @@ _NAN_ADVICE = "Lower optim.base_lr, raise optim.warmup_epochs or use train.preci
 
 __all__ = ["NonFiniteLoss", "PretrainResult", "default_run_dir", "pretrain"]
 
+# The model and optimiser layout a checkpoint's state belongs to. 2: DETR's query decoder, bias-free projector
+# outputs, the official LARS buffer. Layout-1 checkpoints (no "layout" in meta.json) cannot be resumed: their
+# decoder, projectors and momentum buffers mean something else (their trunks still initialise fine-tuning).
+CHECKPOINT_LAYOUT = 2
+
 
 @dataclass
 class PretrainResult:
@@ -183,7 +188,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                 "rng": common.rng_state(device),
             }
             meta = {"step": step, "epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch,
-                    "total_steps": budget.total, "loss": result.last_loss, "reason": reason}
+                    "total_steps": budget.total, "loss": result.last_loss, "reason": reason,
+                    "layout": CHECKPOINT_LAYOUT}
             save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
         distributed.barrier()
 
@@ -294,7 +300,14 @@ def _report_skipped(skipped: SkipReport, ctx: distributed.Context, logger, step:
 
 
 def _restore(ckpt: Path, model: FRA, optimizer, scaler, device: torch.device, budget) -> int:
-    common.check_resumable(ckpt, budget)
+    meta = common.check_resumable(ckpt, budget)
+    if meta.get("layout", 1) != CHECKPOINT_LAYOUT:
+        raise FraferError(
+            f"cannot resume {ckpt}: it was written by an earlier frafer (checkpoint layout {meta.get('layout', 1)}, "
+            f"this version writes {CHECKPOINT_LAYOUT}: DETR's query decoder, bias-free projector outputs, the "
+            "official LARS buffer), so its decoder, projectors and optimiser state would be read wrongly. Start a "
+            "new run; its trunk still initialises fine-tuning and probes (model.init=<run>)"
+        )
     weights = load_weights(ckpt / WEIGHTS)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
