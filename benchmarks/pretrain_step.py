@@ -1,12 +1,13 @@
-"""One FRA training step against one supervised step of the same trunk, batch and resolution, in one run.
+"""One FRA, BYOL and MoCo v2 training step against one supervised step of the same trunk, batch and size, in one run.
 
 The ideal ratio is about 2.7 for the trunk alone: FRA runs two views forward and backward through the online network
 and two forward through the momentum network, against one view forward and backward for supervised training. The
 heads add to that: METHOD.md's projectors and predictors are 4096 wide whatever the trunk, and the dense projector runs
 at every pixel, so on a small trunk they are a real share of the work. The script therefore also counts each step's
 matrix-multiply and convolution FLOPs (torch's FlopCounterMode) and prints their ratio: the floor the timed ratio
-would reach if every FLOP ran at the same speed. Steps are timed in alternation (FRA, BYOL, supervised, FRA, …) so
-machine noise hits all of them alike; medians are reported.
+would reach if every FLOP ran at the same speed. Steps are timed in alternation (supervised, BYOL, FRA, MoCo v2,
+supervised, …) so machine noise hits all of them alike; medians are reported. Each method's step is the one the
+pre-training loop runs: the method's model, loss, optimiser and momentum update, from `frafer.methods`.
 
     python benchmarks/pretrain_step.py                       # ResNet-18, 112 px, batch 32, CPU
     python benchmarks/pretrain_step.py --arch resnet50 --size 224 --batch 64 --device cuda --precision bf16
@@ -24,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from frafer.config import LossConfig, ModelConfig
-from frafer.losses.ssl import fra_loss
+from frafer.config import load_config
+from frafer.methods import get_method
+from frafer.methods.base import update_momentum
 from frafer.models.backbones import build_trunk
-from frafer.models.fra import FRA
-from frafer.train.optim import build_lars, momentum_at
+from frafer.train.optim import build_pretrain_optimizer, momentum_at
 
 
 def _sync(device):
@@ -60,25 +61,25 @@ def supervised_step_fn(args, device):
     return step
 
 
-def ssl_step_fn(args, device, byol: bool):
-    model = FRA(ModelConfig(arch=args.arch), local=not byol).to(device)
-    loss_cfg = LossConfig(lambda_c=1.0, lambda_r=0.0) if byol else LossConfig()
-    trainable = torch.nn.ModuleList([model.online, model.global_predictor] + ([] if byol else [model.local_predictor]))
-    opt = build_lars(trainable, 0.1, 1e-6, 0.9, 1e-3)
+def ssl_step_fn(args, device, method_name: str):
+    cfg = load_config(None, [f"method={method_name}", f"model.arch={args.arch}", f"train.batch_size={args.batch}"])
+    method = get_method(method_name)
+    model = method.build(cfg).to(device)
+    opt = build_pretrain_optimizer(cfg.optim, torch.nn.ModuleList(method.trainable(model)), 0.1)
+    pairs = method.momentum_pairs(model)
     v1 = torch.randn(args.batch, 3, args.size, args.size, device=device)
     v2 = torch.randn(args.batch, 3, args.size, args.size, device=device)
 
     def step():
         with _autocast(args.precision, device):
             out = model(v1, v2)
-        loss, _ = fra_loss(out, loss_cfg)
+        loss, _ = method.loss(out, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        model.update_momentum(momentum_at(1, 100))
+        update_momentum(pairs, momentum_at(1, 100))
 
     return step
-
 
 def peak_memory_mb(device) -> float:
     if device.type == "cuda":
@@ -110,8 +111,9 @@ def main() -> None:
     steps, memory, flops = {}, {}, {}
     for name, build in (
         ("supervised", lambda: supervised_step_fn(args, device)),
-        ("byol", lambda: ssl_step_fn(args, device, byol=True)),
-        ("fra", lambda: ssl_step_fn(args, device, byol=False)),
+        ("byol", lambda: ssl_step_fn(args, device, "byol")),
+        ("fra", lambda: ssl_step_fn(args, device, "fra")),
+        ("moco_v2", lambda: ssl_step_fn(args, device, "moco_v2")),
     ):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -140,10 +142,11 @@ def main() -> None:
               f"{flops[name] / 1e9:7.1f} GFLOP  {flops[name] / med[name] / 1e9:6.1f} GFLOP/s  "
               f"{memory[name]:8.0f} MB ({mem_note})")
     print("                            time   FLOPs (the time ratio if every FLOP ran at the same speed)")
-    label = {"fra": "FRA", "byol": "BYOL", "supervised": "supervised"}
+    label = {"fra": "FRA", "byol": "BYOL", "moco_v2": "MoCo v2", "supervised": "supervised"}
     for a, b, note in (("fra", "supervised", "trunk-only ideal ≈ 2.7, target ≤ 3.2"),
-                       ("byol", "supervised", ""), ("fra", "byol", "cost of the local branch")):
-        print(f"  ratio {label[a]:>4} / {label[b]:<10} {med[a] / med[b]:6.2f} {flops[a] / flops[b]:7.2f}  {note}")
+                       ("byol", "supervised", ""), ("moco_v2", "supervised", ""),
+                       ("fra", "byol", "cost of the local branch")):
+        print(f"  ratio {label[a]:>7} / {label[b]:<10} {med[a] / med[b]:6.2f} {flops[a] / flops[b]:7.2f}  {note}")
 
 
 if __name__ == "__main__":

@@ -130,3 +130,54 @@ def test_torchrun_finetune_end_to_end(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["last"]["test"]["count"] == 12
     assert (tmp_path / "run" / "model" / "bundle.json").is_file()
+
+
+def _moco():
+    from frafer.config import MocoConfig
+    from frafer.models.moco import MoCo
+
+    torch.manual_seed(0)
+    return MoCo(tiny_model_config(), MocoConfig(dim=8, hidden_dim=16, queue_size=32, bn_batch=BATCH // WORLD))
+
+
+def _moco_loss(out):
+    from frafer.losses.contrastive import info_nce
+
+    return info_nce(out["query"], out["key"], out["negatives"], 0.2)
+
+
+def _moco_worker(rank: int, port: int, out_path: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    model = _moco()
+    ddp = DistributedDataParallel(model, broadcast_buffers=False)
+    x1, x2 = _inputs()
+    part = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    loss = _moco_loss(ddp(x1[part], x2[part]))
+    loss.backward()
+    mean = loss.detach().clone()
+    dist.all_reduce(mean)
+    if rank == 0:
+        torch.save({"loss": mean / WORLD, "grads": _grads(model), "queue": model.queue.clone()}, out_path)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_moco_two_processes_match_one(tmp_path):
+    """Shuffle-BN across processes, the gathered keys in the queue and DDP's averaged gradients: two processes with
+    half the batch each are one process with the whole batch in two BN batches."""
+    out_path = str(tmp_path / "moco.pt")
+    mp.spawn(_moco_worker, args=(_free_port(), out_path), nprocs=WORLD, join=True)
+    ddp = torch.load(out_path, weights_only=True)
+
+    model = _moco()
+    x1, x2 = _inputs()
+    loss = _moco_loss(model(x1, x2))
+    loss.backward()
+    single = _grads(model)
+    assert ddp["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+    assert torch.allclose(ddp["queue"], model.queue, atol=1e-6)  # every process's keys, in the global order
+    assert set(ddp["grads"]) == set(single)
+    for name, g in single.items():
+        assert torch.allclose(ddp["grads"][name], g, rtol=1e-3, atol=1e-6), name

@@ -53,6 +53,7 @@ def test_demo_seed_and_threads_reach_every_stage(monkeypatch):
     calls = {}
     monkeypatch.setattr(demo, "run_demo", lambda *args: calls.setdefault("args", args))
     assert main(["demo", "--seed", "2", "--threads", "1", "--out", "x", "train.epochs=2"]) == 0
-    config, out, pre, finetune_config, ft = calls["args"]
+    config, out, pre, finetune_config, ft, methods = calls["args"]
+    assert methods == ("FRA", "BYOL", "MoCo v2")
     assert out == "x" and pre == ["train.epochs=2", "train.seed=2", "train.threads=1"]
     assert ft == ["train.seed=2", "train.threads=1"]

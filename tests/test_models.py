@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from frafer.methods import get_method
+from frafer.methods.base import update_momentum
 from frafer.models.backbones import build_trunk
 from frafer.models.fra import FRA, region_pool
 from frafer.models.heads import MLP, QueryDecoder, sine_position_encoding
@@ -138,7 +140,7 @@ def test_momentum_update(tiny_cfg):
         for p in model.online.parameters():
             p.add_(1.0)
     before = [p.clone() for p in model.momentum.parameters()]
-    model.update_momentum(0.9)
+    update_momentum(get_method("fra").momentum_pairs(model), 0.9)
     for b, p, o in zip(before, model.momentum.parameters(), model.online.parameters(), strict=True):
         assert torch.allclose(p, 0.9 * b + 0.1 * o)
 

@@ -10,7 +10,7 @@ from frafer.cli import main
 from frafer.config import load_config
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
-from frafer.train import pretrain as pretrain_module
+from frafer.methods import fra as fra_method
 from frafer.train.checkpoint import latest_checkpoint, load_weights
 from frafer.train.optim import lr_at, momentum_at
 from frafer.train.pretrain import NonFiniteLoss, pretrain
@@ -29,16 +29,23 @@ def faces(tmp_path_factory):
     return write_synthetic_dataset(tmp_path_factory.mktemp("faces"), num_images=24, size=32, num_identities=6)
 
 
+# MoCo v2's tiny run: a queue of two batches and two shuffle-BN batches per step of 8
+METHOD_SETTINGS = {"fra": [], "moco_v2": ["method=moco_v2", "moco.queue_size=16", "moco.bn_batch=4",
+                                          "moco.dim=16"]}
+
+
 def tiny(faces, *more):
     return load_config(None, [*TINY, "data.source=folder", f"data.root={faces}", *more])
 
 
-def test_resume_continues_exactly(faces, tmp_path):
+@pytest.mark.parametrize("method", ["fra", "moco_v2"])
+def test_resume_continues_exactly(faces, tmp_path, method):
     # 24 images / batch 8 = 3 steps per epoch; 5 steps cross an epoch boundary, the stop falls mid-epoch.
-    straight = pretrain(tiny(faces, "train.epochs=3", "train.max_steps=5"), tmp_path / "straight")
-    first = pretrain(tiny(faces, "train.epochs=3", "train.max_steps=2"), tmp_path / "resumed")
+    m = METHOD_SETTINGS[method]
+    straight = pretrain(tiny(faces, *m, "train.epochs=3", "train.max_steps=5"), tmp_path / "straight")
+    first = pretrain(tiny(faces, *m, "train.epochs=3", "train.max_steps=2"), tmp_path / "resumed")
     assert first.step == 2 and first.stopped == "max_steps"
-    resumed = pretrain(tiny(faces, "train.epochs=3", "train.max_steps=5"), tmp_path / "resumed", resume=True)
+    resumed = pretrain(tiny(faces, *m, "train.epochs=3", "train.max_steps=5"), tmp_path / "resumed", resume=True)
     assert resumed.step == 5
     a = load_weights(latest_checkpoint(tmp_path / "straight") / "weights.safetensors")
     b = load_weights(latest_checkpoint(tmp_path / "resumed") / "weights.safetensors")
@@ -58,7 +65,7 @@ def test_run_folder_records_config_seed_versions(faces, tmp_path):
 
 
 def _fail_at(monkeypatch, call: int, action):
-    real, calls = pretrain_module.fra_loss, {"n": 0}
+    real, calls = fra_method.fra_loss, {"n": 0}
 
     def patched(out, cfg):
         calls["n"] += 1
@@ -67,7 +74,7 @@ def _fail_at(monkeypatch, call: int, action):
             return action(loss, parts)
         return loss, parts
 
-    monkeypatch.setattr(pretrain_module, "fra_loss", patched)
+    monkeypatch.setattr(fra_method, "fra_loss", patched)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(faces, tmp_path, monkeypatch):
@@ -119,7 +126,7 @@ def test_missing_or_empty_root_fails_before_any_model(tmp_path, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(pretrain_module, "FRA", no_model)
+    monkeypatch.setattr(fra_method, "FRA", no_model)
     with pytest.raises(FraferError, match="does not exist"):
         pretrain(load_config(None, [*TINY, "data.source=folder", f"data.root={tmp_path / 'nope'}"]), tmp_path / "r")
     (tmp_path / "empty").mkdir()
@@ -127,10 +134,16 @@ def test_missing_or_empty_root_fails_before_any_model(tmp_path, monkeypatch):
         pretrain(load_config(None, [*TINY, "data.source=folder", f"data.root={tmp_path / 'empty'}"]), tmp_path / "r")
 
 
-def test_byol_config_trains_without_local_branch(faces, tmp_path):
-    result = pretrain(tiny(faces, "train.epochs=1", "loss.lambda_c=1", "loss.lambda_r=0"), tmp_path / "byol")
-    weights = load_weights(latest_checkpoint(tmp_path / "byol") / "weights.safetensors")
+def test_byol_trains_without_local_branch_and_every_record_names_its_method(faces, tmp_path):
+    result = pretrain(tiny(faces, "train.epochs=1", "method=byol"), tmp_path / "byol")
+    ckpt = latest_checkpoint(tmp_path / "byol")
+    weights = load_weights(ckpt / "weights.safetensors")
     assert result.step == 3 and not any("decoder" in k or "local" in k for k in weights)
+    assert json.loads((ckpt / "meta.json").read_text())["method"] == "byol"
+    assert json.loads((tmp_path / "byol" / "run.json").read_text())["method"] == "byol"
+    assert load_config(tmp_path / "byol" / "config.yaml").method == "byol"
+    with pytest.raises(FraferError, match="pre-trained with method byol, the config says method fra"):
+        pretrain(tiny(faces, "train.epochs=1"), tmp_path / "byol", resume=True)
 
 
 def test_export_backbone_loads_into_torchvision(faces, tmp_path, capsys):

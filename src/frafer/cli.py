@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="frafer", description="FRA self-supervised facial representation learning")
     sub = p.add_subparsers(dest="command", required=True)
 
-    pre = sub.add_parser("pretrain", help="pre-train FRA (or BYOL) on unlabelled faces")
+    pre = sub.add_parser("pretrain", help="pre-train FRA, BYOL or MoCo v2 (the recipe's method:) on unlabelled faces")
     pre.add_argument("--config", help="YAML recipe, e.g. configs/pretrain/fra_r50_vggface2.yaml")
     _run_options(pre)
     pre.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.base_lr=0.5")
@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("run", help="run folder, checkpoint folder or weights file")
     exp.add_argument("--out", help="output file (default: RUN/backbone.safetensors)")
 
+    sub.add_parser("methods", help="list the pre-training methods and downstream heads, one line each")
+
     cfg = sub.add_parser("config", help="print the resolved config, or every key with its default and meaning")
     cfg.add_argument("--config", help="YAML recipe")
     cfg.add_argument("--keys", action="store_true", help="list every key, its default and what it means")
@@ -78,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="which schema: pre-training or downstream (finetune / linear-probe)")
     cfg.add_argument("overrides", nargs="*", metavar="key=value")
 
-    demo = sub.add_parser("demo", help="synthetic faces: pre-train FRA and BYOL, then probe and fine-tune")
+    demo = sub.add_parser("demo", help="synthetic faces: pre-train FRA, BYOL and MoCo v2, then probe and fine-tune")
     demo.add_argument("--config", default="configs/demo.yaml", help="pre-training recipe (default: configs/demo.yaml)")
     demo.add_argument("--finetune-config", default="configs/demo_finetune.yaml",
                       help="downstream recipe (default: configs/demo_finetune.yaml)")
@@ -88,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0,
                       help="train.seed of every pre-training, probe and fine-tune (the data stay the same)")
     demo.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (= train.threads)")
+    demo.add_argument("--methods", default="FRA,BYOL,MoCo v2",
+                      help="comma-separated pre-training methods to compare (default: FRA,BYOL,MoCo v2)")
     demo.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -173,6 +177,15 @@ def _config(args) -> int:
     return 0
 
 
+def _methods(args) -> int:
+    from frafer.methods import METHODS
+
+    print("pre-training methods (method: in a pretrain recipe):")
+    for m in METHODS.values():
+        print(f"  {m.name:<10} {m.summary}")
+    return 0
+
+
 def _export(args) -> int:
     from frafer.train.export import export_backbone
 
@@ -184,13 +197,14 @@ def _demo(args) -> int:
     from frafer.demo import run_demo
 
     seeded = [f"train.seed={args.seed}"] + ([] if args.threads is None else [f"train.threads={args.threads}"])
-    run_demo(args.config, args.out, [*args.overrides, *seeded], args.finetune_config, [*seeded, *args.ft])
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    run_demo(args.config, args.out, [*args.overrides, *seeded], args.finetune_config, [*seeded, *args.ft], methods)
     return 0
 
 
 COMMANDS = {
     "pretrain": _pretrain, "finetune": _downstream, "linear-probe": _downstream, "evaluate": _evaluate,
-    "verify": _verify, "config": _config, "export-backbone": _export, "demo": _demo,
+    "verify": _verify, "config": _config, "export-backbone": _export, "demo": _demo, "methods": _methods,
 }
 
 

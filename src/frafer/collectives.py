@@ -57,3 +57,16 @@ def global_count(n: int, device: torch.device | str = "cpu") -> int:
     t = torch.tensor([n], dtype=torch.int64, device=device)
     dist.all_reduce(t)
     return int(t.item())
+
+
+def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every process's `x` concatenated along dim 0 in rank order, without gradient (keys, shuffled inputs).
+
+    Only for tensors no gradient flows through: MoCo's key encoder inputs and outputs and its queue entries.
+    All processes must pass tensors of the same shape.
+    """
+    if not is_distributed():
+        return x.detach()
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.detach().contiguous())
+    return torch.cat(parts)

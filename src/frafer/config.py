@@ -86,8 +86,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    lambda_c: float = _f(0.5, "weight of the global (instance) term in L_c; 1 = BYOL (no local term)", lo=0, hi=1)
-    lambda_r: float = _f(0.1, "weight of the relation loss L_r; 0 with lambda_c=1 = BYOL", lo=0)
+    lambda_c: float = _f(0.5, "weight of the global (instance) term in L_c (1 = no local term)", lo=0, hi=1)
+    lambda_r: float = _f(0.1, "weight of the relation loss L_r", lo=0)
     decorrelation: bool = _f(True, "add the official code's region decorrelation term to L_local")
     decorrelation_weight: float = _f(0.02, "weight of the decorrelation term", lo=0)
     student_temperature: float = _f(0.1, "softmax temperature of online assignments", lo=0, lo_open=True)
@@ -101,11 +101,14 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    optimizer: Literal["lars", "sgd"] = _f("lars", "LARS (FRA, BYOL) or SGD with momentum (MoCo v2; weight decay on "
+                                                   "every parameter, as its code)")
     base_lr: float = _f(0.9, "learning rate at the reference batch", lo=0, lo_open=True)
     reference_batch: int = _f(512, "global batch that base_lr refers to", lo=1)
     scale_lr: bool = _f(False, "scale lr linearly with global batch / reference_batch (the official code does not)")
-    weight_decay: float = _f(1e-6, "LARS weight decay (not on biases and normalisation parameters)", lo=0)
+    weight_decay: float = _f(1e-6, "weight decay (LARS: not on biases and normalisation parameters)", lo=0)
     lars_momentum: float = _f(0.9, "LARS momentum", lo=0, hi=1)
+    sgd_momentum: float = _f(0.9, "SGD momentum (optim.optimizer=sgd)", lo=0, hi=1)
     lars_eta: float = _f(1e-3, "LARS trust coefficient eta", lo=0, lo_open=True)
     lars_lr_in_buffer: bool = _f(True, "LARS momentum buffer accumulates lr-scaled steps (official code); false = "
                                        "PyTorch SGD's lr-free buffer")
@@ -156,19 +159,28 @@ class MonitorConfig:
 
 
 @dataclass
+class MocoConfig:
+    dim: int = _f(128, "MoCo v2 embedding width", lo=1)
+    hidden_dim: int = _f(0, "hidden width of the 2-layer projection head (0 = the trunk's width: 2048 on a "
+                            "ResNet-50)", lo=0)
+    queue_size: int = _f(65536, "keys kept in the queue of negatives", lo=1)
+    temperature: float = _f(0.2, "InfoNCE temperature", lo=0, lo_open=True)
+    bn_batch: int = _f(32, "images per batch-norm batch for shuffle-BN (MoCo v2: 256 over 8 GPUs = 32); must "
+                           "divide the per-process batch", lo=1)
+
+
+@dataclass
 class PretrainConfig:
+    method: Literal["fra", "byol", "moco_v2"] = _f("fra", "pre-training method (`frafer methods` lists them); "
+                                                          "its own defaults apply under the recipe")
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    moco: MocoConfig = field(default_factory=MocoConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-
-    @property
-    def uses_local_branch(self) -> bool:
-        """BYOL (lambda_c = 1, lambda_r = 0) needs no local branch at all: it is then not even built."""
-        return self.loss.lambda_c < 1.0 or self.loss.lambda_r > 0.0 or self.loss.diversity_weight > 0.0
 
 
 # --------------------------------------------------------------------------- downstream FER (METHOD.md §2, §4)
@@ -419,12 +431,36 @@ def _validate(cfg: PretrainConfig) -> None:
         )
     if cfg.optim.ema_final < cfg.optim.ema_base:
         raise FraferError("config key 'optim.ema_final': must be >= optim.ema_base")
+    _validate_method(cfg)
     if cfg.data.source in ("folder", "vggface2") and not cfg.data.root:
         raise FraferError(f"config key 'data.root': required for data.source={cfg.data.source}")
     if bool(cfg.monitor.verify_pairs) != bool(cfg.monitor.verify_root):
         raise FraferError("config keys 'monitor.verify_pairs' and 'monitor.verify_root' go together")
     if bool(cfg.monitor.knn_train_root) != bool(cfg.monitor.knn_val_root):
         raise FraferError("config keys 'monitor.knn_train_root' and 'monitor.knn_val_root' go together")
+
+
+_METHOD_SECTIONS = {"loss": LossConfig, "moco": MocoConfig}
+
+
+def _validate_method(cfg: PretrainConfig) -> None:
+    """A method's own sections are its alone: FRA's loss weights set in a BYOL run would be silently unused."""
+    from frafer.methods import get_method
+
+    owns = get_method(cfg.method).owns
+    for section, schema in _METHOD_SECTIONS.items():
+        if section in owns:
+            continue
+        changed = [k for k, v in to_dict(getattr(cfg, section)).items() if v != to_dict(schema())[k]]
+        if changed:
+            raise FraferError(f"config key '{section}.{changed[0]}': belongs to another method than "
+                              f"method={cfg.method} (which has no use for it); remove it or choose that method")
+    if cfg.method == "fra" and cfg.loss.lambda_c == 1.0 and cfg.loss.lambda_r == 0.0 and not cfg.loss.diversity_weight:
+        raise FraferError("config keys 'loss.lambda_c=1' and 'loss.lambda_r=0' leave FRA without its local branch: "
+                          "that is BYOL; set method: byol (loss weights no longer choose the method)")
+    if cfg.method == "moco_v2" and cfg.train.sync_bn:
+        raise FraferError("config key 'train.sync_bn': MoCo v2 relies on shuffle-BN (moco.bn_batch); batch-norm "
+                          "over the global batch would let keys and queries share statistics, so it stays off")
 
 
 def _validate_finetune(cfg: FinetuneConfig) -> None:
@@ -487,11 +523,31 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def _merge(base: dict, top: dict) -> dict:
+    """`top` over `base`, section by section."""
+    out = _deep_copy(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _with_method_defaults(tree: dict) -> dict:
+    """The recipe over its method's own defaults (MoCo v2's SGD and augmentation, …) over the schema's."""
+    from frafer.methods import get_method
+
+    name = tree.get("method", "fra")
+    if not isinstance(name, str):
+        raise FraferError(f"config key 'method': expected a name, got {name!r}")
+    return _merge(get_method(name).defaults, tree)
+
+
 def build_config(tree: dict, overrides: list[str] = (), cls: type = PretrainConfig) -> Any:
     """Plain nested dict (+ dotted overrides) → validated config dataclass."""
     tree = _deep_copy(tree)
     for text in overrides:
         _set_dotted(tree, *parse_override(text))
+    if cls is PretrainConfig:
+        tree = _with_method_defaults(tree)
     cfg = _build(cls, tree, "")
     if isinstance(cfg, PretrainConfig):
         _validate(cfg)

@@ -2,8 +2,9 @@
 
 1. write synthetic faces: unlabelled ones for pre-training; labelled train / val / test splits of identities the
    pre-training never saw (so the numbers measure how well features transfer to new people);
-2. pre-train FRA, and BYOL at the same budget (the kNN monitor runs on the labelled splits, before and after);
-3. linear probe and fine-tune from random init, BYOL and FRA at equal budgets;
+2. pre-train FRA, BYOL and MoCo v2 at the same budget (the kNN monitor runs on the labelled splits, before and
+   after);
+3. linear probe and fine-tune from random init and from each pre-trained trunk at equal budgets;
 4. print one table (top-1 and macro-F1 on the test identities) and write it to summary.json / summary.md.
 """
 
@@ -23,7 +24,14 @@ from frafer.train.finetune import finetune, linear_probe
 from frafer.train.pretrain import pretrain
 
 FER_SPLITS = {"train": ("Training", 1400, 100), "val": ("PublicTest", 350, 25), "test": ("PrivateTest", 700, 50)}
-BYOL = ["loss.lambda_c=1", "loss.lambda_r=0"]  # METHOD.md: BYOL is FRA without its local branch
+# Each method's change to the demo recipe (configs/demo.yaml is FRA's). MoCo v2's lr: its 0.03 per 256 images
+# barely moves a tiny trunk in 256 steps (tests/test_learning.py measured kNN +3.0 points against +12.6 at 0.3);
+# its queue holds 16 batches of the 4096 faces, not 65,536 keys (16 epochs' worth, all stale).
+METHODS = {
+    "FRA": [],
+    "BYOL": ["method=byol"],
+    "MoCo v2": ["method=moco_v2", "optim.base_lr=0.3", "moco.queue_size=1024"],
+}
 
 
 def _write_once(folder: Path, **kwargs) -> Path:
@@ -53,7 +61,11 @@ def write_demo_data(out_dir: Path, size: int, num_images: int, num_identities: i
 
 
 def run_demo(config_path: str, out: str, overrides: list[str] = (),
-             finetune_config: str = "configs/demo_finetune.yaml", finetune_overrides: list[str] = ()) -> dict:
+             finetune_config: str = "configs/demo_finetune.yaml", finetune_overrides: list[str] = (),
+             methods: tuple[str, ...] = tuple(METHODS)) -> dict:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise FraferError(f"demo method '{unknown[0]}' is not one of {', '.join(METHODS)}")
     base = load_config(config_path, overrides)
     if base.data.source != "synthetic":
         raise FraferError(f"the demo recipe must use data.source=synthetic, {config_path} says {base.data.source}")
@@ -65,29 +77,30 @@ def run_demo(config_path: str, out: str, overrides: list[str] = (),
                            syn.expression_gain)
     print(f"data ready in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    # Pre-training: FRA, then BYOL with the same data, schedule and budget.
+    # Pre-training: each method with the same data, schedule and budget.
     pre_common = [*overrides, "data.source=folder", f"data.root={data['pretrain']}",
                   f"monitor.knn_train_root={data['train']}", f"monitor.knn_val_root={data['test']}",
                   "monitor.knn_at_start=true"]
     runs, knn, minutes = {}, {}, {}
-    for method, extra in (("FRA", []), ("BYOL", BYOL)):
-        run_dir = out_dir / f"pretrain_{method.lower()}"
+    for method in methods:
+        run_dir = out_dir / f"pretrain_{_slug(method)}"
         shutil.rmtree(run_dir, ignore_errors=True)
         print(f"\n== pre-training {method} ==", flush=True)
         tick = time.perf_counter()
-        result = pretrain(load_config(config_path, [*pre_common, *extra]), run_dir)
+        result = pretrain(load_config(config_path, [*pre_common, *METHODS[method]]), run_dir)
         minutes[method] = (time.perf_counter() - tick) / 60
         runs[method], knn[method] = run_dir, result.knn
-    knn_random = knn["FRA"][0]["knn_top1"]
+    knn_random = knn[methods[0]][0]["knn_top1"] if methods else None  # step 0: every method's trunk is the same
 
     # Downstream: linear probe and fine-tuning from each initialisation, same recipe and budget.
     fer_data = [f"data.root={data['train']}", f"data.extra_roots=[{data['val']},{data['test']}]"]
     rows = []
-    for name, init in (("random init", "none"), ("BYOL", runs["BYOL"]), ("FRA", runs["FRA"])):
+    order = [m for m in ("BYOL", "FRA", "MoCo v2") if m in methods]  # the table's rows, as the README has them
+    for name, init in (("random init", "none"), *((m, runs[m]) for m in order)):
         row = {"init": name, "knn_top1": knn_random if init == "none" else knn[name][-1]["knn_top1"]}
         for kind, entry in (("lp", linear_probe), ("ft", finetune)):
             print(f"\n== {'linear probe' if kind == 'lp' else 'fine-tune'} from {name} ==", flush=True)
-            run_dir = out_dir / f"{kind}_{name.split()[0].lower()}"
+            run_dir = out_dir / f"{kind}_{'random' if init == 'none' else _slug(name)}"
             shutil.rmtree(run_dir, ignore_errors=True)
             cfg = load_config(finetune_config, [*fer_data, f"model.init={init}", *finetune_overrides], FinetuneConfig)
             results = entry(cfg, run_dir).results
@@ -105,6 +118,11 @@ def run_demo(config_path: str, out: str, overrides: list[str] = (),
     print(f"\nSynthetic expressions of {FER_SPLITS['test'][2]} unseen identities ({FER_SPLITS['test'][1]} test images,"
           f" 7 classes, chance {chance:.1f}%); top-1 and macro-F1 in %, last epoch:\n")
     print(table)
-    print(f"\npre-training: FRA {minutes['FRA']:.1f} min, BYOL {minutes['BYOL']:.1f} min; "
-          f"total {summary['total_minutes']:.1f} min; folder: {out_dir}")
+    spent = ", ".join(f"{m} {minutes[m]:.1f} min" for m in methods)
+    print(f"\npre-training: {spent}; total {summary['total_minutes']:.1f} min; folder: {out_dir}")
     return summary
+
+
+def _slug(method: str) -> str:
+    """'MoCo v2' → 'moco_v2': the folder name of a method's runs."""
+    return method.lower().replace(" ", "_")

@@ -1,4 +1,4 @@
-"""FRA's self-supervised losses: semantic consistency, semantic relation, diversity; BYOL as a special case.
+"""FRA's self-supervised losses (semantic consistency, semantic relation, diversity) and BYOL's.
 
 Pure functions of tensors (sums over the global batch go through `frafer.collectives`, a no-op on one process).
 Everything is computed in float32 whatever the autocast precision of the forward pass.
@@ -95,8 +95,14 @@ def diversity(heatmaps: torch.Tensor) -> torch.Tensor:
     return -(m_bar * torch.log(m_bar.clamp_min(1e-12))).sum(dim=1).mean()
 
 
+def byol_loss(out: dict[str, list]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """BYOL's objective Σ_{(v,w) ∈ {(1,2),(2,1)}} L_inst from the global branch's outputs, and its parts."""
+    inst = sum(instance_loss(out["pred_global"][v], out["target_global"][w]) for v, w in ((0, 1), (1, 0)))
+    return inst, {"inst": inst.detach(), "loss": inst.detach()}
+
+
 def fra_loss(out: dict[str, list], cfg) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total FRA objective from `FRA.forward` outputs and a LossConfig; BYOL when lambda_c=1, lambda_r=0.
+    """Total FRA objective from `FRA.forward` outputs and a LossConfig.
 
     L = Σ_{(v,w) ∈ {(1,2),(2,1)}} [λ_c·L_inst + (1−λ_c)·L_local] + λ_r·L_r ∓ λ_div·δ.
     Returns the loss and its parts (detached) for logging.

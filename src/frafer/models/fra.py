@@ -1,7 +1,7 @@
 """FRA: an online and a momentum network, each a trunk with a global and a local (facial-region) branch.
 
-This file builds embeddings, assignment scores and heatmaps; the losses live in `frafer.losses.ssl`.
-BYOL is the same model without the local branch.
+This file builds embeddings, assignment scores and heatmaps; the losses live in `frafer.losses.ssl` and the
+momentum update in `frafer.methods.base`. BYOL is the same model without the local branch.
 """
 
 from __future__ import annotations
@@ -111,10 +111,3 @@ class FRA(nn.Module):
                 online_heatmaps=[o["heatmaps"] for o in online],
             )
         return out
-
-    @torch.no_grad()
-    def update_momentum(self, m: float) -> None:
-        """ξ ← m·ξ + (1 − m)·θ, parameters only (the momentum network keeps its own batch-norm statistics)."""
-        target = list(self.momentum.parameters())
-        source = [p.detach() for p in self.online.parameters()]
-        torch._foreach_lerp_(target, source, 1.0 - m)

@@ -89,6 +89,15 @@ def build_lars(model: nn.Module, lr: float, weight_decay: float, momentum: float
     return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lr_in_buffer=lr_in_buffer)
 
 
+def build_pretrain_optimizer(o, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The pre-training optimiser an OptimConfig names: LARS with its bias / norm exclusion, or MoCo v2's SGD
+    (momentum, weight decay on every parameter, as the MoCo code)."""
+    if o.optimizer == "sgd":
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.SGD(params, lr=lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
+    return build_lars(model, lr, o.weight_decay, o.lars_momentum, o.lars_eta, o.lars_lr_in_buffer)
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
     """Linear warm-up from 0 to base_lr over warmup_steps, then cosine from base_lr to min_lr at total_steps."""
     if step < warmup_steps:

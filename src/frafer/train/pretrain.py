@@ -1,4 +1,7 @@
-"""FRA / BYOL pre-training: one loop with its schedules, momentum update, checkpoints and monitor all visible.
+"""Pre-training (FRA, BYOL, MoCo v2): one loop with its schedules, momentum update, checkpoints and monitor visible.
+
+The method (`frafer.methods`) supplies the model, what trains, the loss and the momentum pairs; this loop is the
+same for all of them.
 
 `pretrain(cfg)` is the one public entry; the CLI and the tests call it. Read top to bottom:
 data → model → optimiser → (resume) → epochs of steps → checkpoint → result.
@@ -29,8 +32,8 @@ from frafer.data.transforms import TwoViewTransform
 from frafer.errors import FraferError
 from frafer.eval.knn import KNNMonitor
 from frafer.eval.verify import verify_trunk
-from frafer.losses.ssl import fra_loss
-from frafer.models.fra import FRA
+from frafer.methods import get_method
+from frafer.methods.base import update_momentum
 from frafer.models.norm import convert_to_global_bn
 from frafer.train import common, distributed, machine
 from frafer.train.checkpoint import (
@@ -42,7 +45,7 @@ from frafer.train.checkpoint import (
 )
 from frafer.train.common import NonFiniteLoss
 from frafer.train.metrics import MetricsLogger
-from frafer.train.optim import build_lars, lr_at, momentum_at, plan_budget, set_lr
+from frafer.train.optim import build_pretrain_optimizer, lr_at, momentum_at, plan_budget, set_lr
 
 _NAN_ADVICE = "Lower optim.base_lr, raise optim.warmup_epochs or use train.precision=fp32."
 
@@ -147,15 +150,13 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
             m.knn_k, m.knn_temperature, num_workers=min(cfg.data.num_workers, 2),
         )
 
-    model = FRA(cfg.model, local=cfg.uses_local_branch).to(device)
+    method = get_method(cfg.method)
+    model = method.build(cfg).to(device)
     if ctx.world_size > 1 and t.sync_bn:
         model = convert_to_global_bn(model, device)
-    trainable = [model.online, model.global_predictor] + ([model.local_predictor] if model.local else [])
+    momentum_pairs = method.momentum_pairs(model)
     peak_lr = effective_lr(cfg)
-    optimizer = build_lars(
-        torch.nn.ModuleList(trainable), peak_lr, cfg.optim.weight_decay, cfg.optim.lars_momentum,
-        cfg.optim.lars_eta, cfg.optim.lars_lr_in_buffer,
-    )
+    optimizer = build_pretrain_optimizer(cfg.optim, torch.nn.ModuleList(method.trainable(model)), peak_lr)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
 
@@ -163,13 +164,13 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     if resume:
         ckpt = common.resume_from(run_dir)
         if ckpt is not None:
-            step = _restore(ckpt, model, optimizer, scaler, device, budget)
+            step = _restore(ckpt, model, optimizer, scaler, device, budget, cfg.method)
     if ctx.is_main:
         common.claim_run_dir(run_dir, resume, overwrite)  # an overwritten run is cleared only now, when all is set
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         if not (run_dir / "run.json").exists() or not resume:
-            info = common.run_info(t.seed, ctx.world_size, device)
+            info = {"method": cfg.method, **common.run_info(t.seed, ctx.world_size, device)}
             atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
     logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
 
@@ -189,7 +190,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
             }
             meta = {"step": step, "epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch,
                     "total_steps": budget.total, "loss": result.last_loss, "reason": reason,
-                    "layout": CHECKPOINT_LAYOUT}
+                    "layout": CHECKPOINT_LAYOUT, "method": cfg.method}
             save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
         distributed.barrier()
 
@@ -242,7 +243,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                     view2 = view2.to(device, non_blocking=True)
                     with common.autocast(t.precision, device):
                         out = net(view1, view2)
-                    loss, parts = fra_loss(out, cfg.loss)
+                    loss, parts = method.loss(out, cfg)
                     common.check_finite(step, parts, _NAN_ADVICE)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -252,7 +253,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                     scaler.step(optimizer)
                     scaler.update()
                     ema = momentum_at(step, budget.total, cfg.optim.ema_base, cfg.optim.ema_final)
-                    model.update_momentum(ema)
+                    update_momentum(momentum_pairs, ema)
                     step += 1
                 seen += view1.shape[0] * ctx.world_size
                 result.step = step
@@ -299,7 +300,7 @@ def _report_skipped(skipped: SkipReport, ctx: distributed.Context, logger, step:
     skipped.reset()
 
 
-def _restore(ckpt: Path, model: FRA, optimizer, scaler, device: torch.device, budget) -> int:
+def _restore(ckpt: Path, model, optimizer, scaler, device: torch.device, budget, method: str) -> int:
     meta = common.check_resumable(ckpt, budget)
     if meta.get("layout", 1) != CHECKPOINT_LAYOUT:
         raise FraferError(
@@ -308,6 +309,9 @@ def _restore(ckpt: Path, model: FRA, optimizer, scaler, device: torch.device, bu
             "official LARS buffer), so its decoder, projectors and optimiser state would be read wrongly. Start a "
             "new run; its trunk still initialises fine-tuning and probes (model.init=<run>)"
         )
+    if meta.get("method") != method:
+        raise FraferError(f"cannot resume {ckpt}: it was pre-trained with method {meta.get('method')}, the config "
+                          f"says method {method}; resume with the run's own config.yaml")
     weights = load_weights(ckpt / WEIGHTS)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
