@@ -29,7 +29,7 @@ from frafer.config import load_config
 from frafer.methods import get_method
 from frafer.methods.base import update_momentum
 from frafer.models.backbones import build_trunk
-from frafer.train.optim import build_pretrain_optimizer, momentum_at
+from frafer.optim import build_pretrain_optimizer, momentum_at
 
 
 def _sync(device):

@@ -15,7 +15,7 @@ from frafer.data.crowd import (
     majority_label,
     votes_from_ferplus,
 )
-from frafer.data.fer import NO_LABEL, FERSample
+from frafer.data.fer_dataset import NO_LABEL, FERSample
 
 
 def votes(**counts: float) -> np.ndarray:

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from frafer.config import LossConfig
 from frafer.losses.ssl import fra_loss
-from frafer.models.fra import FRA
+from frafer.models.fra_networks import FRA
 from frafer.models.norm import convert_to_global_bn
 from tests.conftest import tiny_model_config
 

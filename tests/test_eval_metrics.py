@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from frafer.errors import FraferError
-from frafer.eval.metrics import classification_report, confusion_matrix, markdown_table, write_report
+from frafer.eval.reports import classification_report, confusion_matrix, markdown_table, write_report
 
 # 3 classes, 8 images. Confusion (rows true, cols predicted):
 #   a: [3, 1, 0]   b: [1, 1, 0]   c: [0, 1, 1]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from frafer.data.crowd import VOTE_COLUMNS
-from frafer.data.fer import NO_LABEL, FERDataset, load_sample_image
+from frafer.data.fer_dataset import NO_LABEL, FERDataset, load_sample_image
 from frafer.data.formats import FER_FORMATS, read_fer_dataset
 from frafer.data.formats.affectnet import read_affectnet
 from frafer.data.formats.class_folders import read_class_folders

@@ -1,4 +1,4 @@
-"""FER losses (frafer.losses.fer) against values worked out by hand.
+"""FER losses (frafer.losses.classification) against values worked out by hand.
 
 The logits [0, ln 2, 0] have softmax [1/4, 1/2, 1/4], so every loss below is a multiple of ln 2.
 """
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from frafer.data.crowd import CROWD_MODES
-from frafer.losses.fer import classification_loss, crowd_loss, multilabel_loss, soft_cross_entropy
+from frafer.losses.classification import classification_loss, crowd_loss, multilabel_loss, soft_cross_entropy
 
 LN2 = math.log(2.0)
 

@@ -17,25 +17,26 @@ import torch
 import torchvision
 from PIL import Image
 
-from frafer.bundle import load_bundle
+from frafer.artifacts.bundle import load_bundle
+from frafer.artifacts.checkpoint import latest_checkpoint, load_weights
+from frafer.artifacts.export import export_backbone
+from frafer.artifacts.trunk_init import TrunkLayout, load_trunk
 from frafer.cli import main
 from frafer.config import FinetuneConfig, build_config, load_config
-from frafer.data.fer import FERImages, FERSample, collate_fer
+from frafer.data.fer_dataset import FERImages, FERSample, collate_fer
+from frafer.data.fer_splits import class_balanced_weights, make_targets, prepare_splits
 from frafer.data.labels import EXPRESSIONS
 from frafer.data.sampling import EpochBatchSampler, sample_seed
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
-from frafer.eval import metrics as metrics_module
+from frafer.eval import reports as metrics_module
 from frafer.eval.evaluate import evaluate_bundle
-from frafer.eval.verify import verify_checkpoint
+from frafer.eval.verification import verify_checkpoint
 from frafer.models.classifier import FERClassifier
-from frafer.train import finetune as finetune_module
+from frafer.train import classifier_loop as finetune_module
 from frafer.train import linear_probe as linear_probe_module
-from frafer.train.checkpoint import latest_checkpoint, load_weights
-from frafer.train.export import export_backbone
-from frafer.train.fer_data import class_balanced_weights, make_targets, prepare_splits
-from frafer.train.finetune import build_classifier, finetune, linear_probe
-from frafer.train.init_weights import TrunkLayout, load_trunk
+from frafer.train.downstream_common import build_classifier
+from frafer.train.finetune import finetune, linear_probe
 from frafer.train.pretrain import pretrain
 from tests.test_verification import write_lfw
 

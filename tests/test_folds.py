@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frafer.data.fer import FERDataset, FERSample
+from frafer.data.fer_dataset import FERDataset, FERSample
 from frafer.data.folds import check_disjoint_splits, holdout_split, leave_one_subject_out, subject_folds
 from frafer.errors import FraferError
 

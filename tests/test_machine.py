@@ -2,7 +2,7 @@
 
 import torch
 
-from frafer.train import machine
+from frafer.engine import machine
 
 
 def test_default_threads_leave_a_core_per_data_worker(monkeypatch):

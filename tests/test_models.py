@@ -10,8 +10,8 @@ import torchvision
 from frafer.methods import get_method
 from frafer.methods.base import update_momentum
 from frafer.models.backbones import build_trunk
-from frafer.models.fra import FRA, region_pool
-from frafer.models.heads import MLP, QueryDecoder, sine_position_encoding
+from frafer.models.fra_heads import MLP, QueryDecoder, sine_position_encoding
+from frafer.models.fra_networks import FRA, region_pool
 from tests.conftest import tiny_model_config
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from frafer.models.fra import FRA
-from frafer.train.optim import LARS, lr_at, momentum_at, split_decay_groups
+from frafer.models.fra_networks import FRA
+from frafer.optim import LARS, lr_at, momentum_at, split_decay_groups
 
 
 def test_momentum_schedule():

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torchvision
 
+from frafer.artifacts.checkpoint import latest_checkpoint, load_weights
 from frafer.cli import main
 from frafer.config import load_config
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.methods import fra as fra_method
-from frafer.train.checkpoint import latest_checkpoint, load_weights
-from frafer.train.optim import lr_at, momentum_at
+from frafer.optim import lr_at, momentum_at
 from frafer.train.pretrain import NonFiniteLoss, pretrain
 
 TINY = [

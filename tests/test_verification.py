@@ -11,7 +11,7 @@ from PIL import Image
 
 from frafer.data.formats.pairs import Pair, read_cfp_pairs, read_lfw_pairs, read_pairs
 from frafer.errors import FraferError
-from frafer.eval.verification import best_threshold, embed_images, evaluate_pairs, kfold_accuracy, roc_auc
+from frafer.eval.pair_scores import best_threshold, embed_images, evaluate_pairs, kfold_accuracy, roc_auc
 
 # --- ROC AUC and the k-fold protocol -------------------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ _ENTRIES = {
     "finetune": "frafer.train.finetune",
     "linear_probe": "frafer.train.finetune",
     "load_config": "frafer.config",
-    "load_bundle": "frafer.bundle",
+    "load_bundle": "frafer.artifacts.bundle",
     "evaluate_bundle": "frafer.eval.evaluate",
-    "verify_checkpoint": "frafer.eval.verify",
-    "export_backbone": "frafer.train.export",
+    "verify_checkpoint": "frafer.eval.verification",
+    "export_backbone": "frafer.artifacts.export",
 }
 
 

@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run_plan(args, cls, default_stem: str):
     """(config, run folder, resume?) from --config / --resume / --run-dir and the overrides, for any training loop."""
     from frafer.config import load_config
-    from frafer.train.common import default_run_dir
+    from frafer.engine.common import default_run_dir
 
     if getattr(args, "threads", None) is not None:
         args.overrides = [*args.overrides, f"train.threads={args.threads}"]
@@ -139,8 +139,8 @@ def _downstream(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from frafer.engine.machine import set_threads
     from frafer.eval.evaluate import evaluate_bundle
-    from frafer.train.machine import set_threads
 
     set_threads(args.threads, args.workers)
     report, files = evaluate_bundle(args.model, args.format, args.data, args.split, args.out, args.device,
@@ -152,8 +152,8 @@ def _evaluate(args) -> int:
 
 
 def _verify(args) -> int:
-    from frafer.eval.verify import RandomTrunk, verify_checkpoint
-    from frafer.train.machine import set_threads
+    from frafer.engine.machine import set_threads
+    from frafer.eval.verification import RandomTrunk, verify_checkpoint
 
     set_threads(args.threads, args.workers)
     random_trunk = RandomTrunk(args.arch, list(args.blocks or []), args.width, args.remove_maxpool, args.seed)
@@ -187,7 +187,7 @@ def _methods(args) -> int:
 
 
 def _export(args) -> int:
-    from frafer.train.export import export_backbone
+    from frafer.artifacts.export import export_backbone
 
     print(export_backbone(args.run, args.out))
     return 0

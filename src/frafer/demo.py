@@ -19,7 +19,7 @@ from frafer.config import FinetuneConfig, load_config
 from frafer.data.labels import BASIC_EXPRESSIONS
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
-from frafer.eval.metrics import markdown_table
+from frafer.eval.reports import markdown_table
 from frafer.train.finetune import finetune, linear_probe
 from frafer.train.pretrain import pretrain
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from frafer.data.fer import NO_LABEL, FERSample
+from frafer.data.fer_dataset import NO_LABEL, FERSample
 from frafer.data.labels import EXPRESSIONS, FERPLUS_COLUMNS
 
 VOTE_COLUMNS = (*EXPRESSIONS, "unknown", "not_face")

@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 
 from frafer.data.labels import BASIC_EXPRESSIONS, FERPLUS_COLUMNS
 from frafer.errors import FraferError
+from frafer.files import atomic_write, atomic_write_text
 
 __all__ = [
     "EXPRESSION_TO_FERPLUS",
@@ -879,13 +880,6 @@ class SyntheticFaces:
         return img, int(self.labels[j])
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write text via a temporary sibling and os.replace, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, newline="")
-    os.replace(tmp, path)
-
-
 def write_synthetic_dataset(
     out_dir: str | os.PathLike[str],
     num_images: int,
@@ -916,13 +910,11 @@ def write_synthetic_dataset(
         name = f"{BASIC_EXPRESSIONS[m.label]}/{i:06d}.png"
         path = root / name
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        Image.fromarray(ds.image(i), "RGB").save(tmp, format="PNG")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp, i=i: Image.fromarray(ds.image(i), "RGB").save(tmp, format="PNG"))
         votes_rows.append([usage, name, *m.votes])
         meta_rows.append([name, m.identity, m.label, f"{m.intensity:.4f}"])
-    _atomic_write_text(root / "votes.csv", _csv_text(["Usage", "Image name", *FERPLUS_COLUMNS], votes_rows))
-    _atomic_write_text(
+    atomic_write_text(root / "votes.csv", _csv_text(["Usage", "Image name", *FERPLUS_COLUMNS], votes_rows))
+    atomic_write_text(
         root / "meta.csv", _csv_text(["Image name", "identity", "label", "intensity"], meta_rows)
     )
     return root

@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from frafer.data.fer import FERImages, FERSample, collate_fer
+from frafer.data.fer_dataset import FERImages, FERSample, collate_fer
 from frafer.errors import FraferError
-from frafer.eval.metrics import classification_report, write_report
+from frafer.eval.reports import classification_report, write_report
 
 
 @torch.no_grad()
@@ -59,9 +59,9 @@ def evaluate_bundle(
     Without `data_format` / `root`, the dataset the bundle was trained on (as recorded in it) is used; `options`
     are `key=value` data settings (e.g. `folds=10 fold=3`). Returns (report, written file paths).
     """
-    from frafer.bundle import find_bundle, load_bundle
+    from frafer.artifacts.bundle import find_bundle, load_bundle
     from frafer.config import FinetuneConfig, build_config
-    from frafer.train.fer_data import CONTEMPT_CHOICE, prepare_splits, read_configured_dataset, relabel, uses_folds
+    from frafer.data.fer_splits import CONTEMPT_CHOICE, prepare_splits, read_configured_dataset, relabel, uses_folds
 
     bundle = load_bundle(bundle_path, device)
     recorded = dict(bundle.info.get("data", {}))

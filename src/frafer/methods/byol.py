@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from frafer.losses.ssl import byol_loss
 from frafer.methods.base import Method
-from frafer.models.fra import FRA
+from frafer.models.fra_networks import FRA
 
 METHOD = Method(
     name="byol",

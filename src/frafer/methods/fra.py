@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from frafer.losses.ssl import fra_loss
 from frafer.methods.base import Method
-from frafer.models.fra import FRA
+from frafer.models.fra_networks import FRA
 
 
 def _trainable(model: FRA) -> list:

@@ -19,17 +19,18 @@ import numpy as np
 from tqdm import tqdm
 
 from frafer.config import FinetuneConfig, dump_yaml
-from frafer.eval.metrics import markdown_table
-from frafer.train import common
-from frafer.train.checkpoint import atomic_write_text
-from frafer.train.fer_data import fold_plan, prepare_splits, read_configured_dataset
+from frafer.data.fer_splits import fold_plan, prepare_splits, read_configured_dataset
+from frafer.engine import common
+from frafer.eval.reports import markdown_table
+from frafer.files import atomic_write_text
+from frafer.train.classifier_loop import run_classifier
+from frafer.train.downstream_common import FinetuneResult
+from frafer.train.linear_probe import run_cached_probe
 
 
 def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = False, overwrite: bool = False):
     """Run `mode` (finetune | linear_probe) on every fold of `cfg.data`; returns the last fold's result with the
     fold table in `.results["folds"]`."""
-    from frafer.train.finetune import FinetuneResult, _cached, _run
-
     run_dir = Path(run_dir)
     common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once
     dataset = read_configured_dataset(cfg.data)  # parsed once, whatever the number of folds
@@ -51,10 +52,11 @@ def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = Fals
         else:
             splits = prepare_splits(fold_cfg.data, cfg.train.seed, dataset)
             if mode == "linear_probe" and cfg.probe.path == "cached":
-                result = _cached(fold_cfg, fold_dir, True, splits, run_dir / "features")
+                result = run_cached_probe(fold_cfg, fold_dir, True, splits, run_dir / "features")
             else:
                 again = resume and (fold_dir / "checkpoints").is_dir()
-                result = _run(fold_cfg, fold_dir, again, frozen=mode == "linear_probe", overwrite=True, splits=splits)
+                result = run_classifier(fold_cfg, fold_dir, again, frozen=mode == "linear_probe", overwrite=True,
+                                        splits=splits)
             results = result.results
         rows.append(fold_row(k, results))
     result = result or FinetuneResult(run_dir, mode, 0, float("nan"))

@@ -1,6 +1,6 @@
 """The fast linear probe: extract frozen-trunk features once, cache them, train the linear head on the cache.
 
-It replays exactly what the faithful loop (`frafer.train.finetune`, trunk frozen) does when the training
+It replays exactly what the faithful loop (`frafer.train.classifier_loop`, trunk frozen) does when the training
 augmentation is off: same head initialisation, batch order, targets, SGD and per-step cosine LR, so the two paths
 give the same head (tested). Training features may be averaged with their mirror image (probe.flip_average);
 validation and test features never are, so the reported numbers are those of the saved bundle.
@@ -20,25 +20,20 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from frafer.artifacts.feature_store import FeatureStore, feature_identity
 from frafer.config import FinetuneConfig, dump_yaml
-from frafer.data.fer import FERImages, FERSample, collate_fer
+from frafer.data.fer_dataset import FERImages, FERSample, collate_fer
+from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.data.sampling import EpochBatchSampler
 from frafer.data.transforms import build_eval_transform
-from frafer.eval.metrics import classification_report
-from frafer.train import common, machine
-from frafer.train.checkpoint import atomic_write_text
-from frafer.train.feature_store import FeatureStore, feature_identity
-from frafer.train.fer_data import FERSplits, class_balanced_weights, make_targets, prepare_splits
-from frafer.train.finetune import (
-    FinetuneResult,
-    build_classifier,
-    build_optimizer,
-    loss_fn,
-    save_model,
-    write_results,
-)
-from frafer.train.metrics import MetricsLogger
-from frafer.train.optim import lr_at
+from frafer.engine import common, distributed, machine
+from frafer.engine.metrics_log import MetricsLogger
+from frafer.errors import FraferError
+from frafer.eval.reports import classification_report
+from frafer.files import atomic_write_text
+from frafer.methods.heads import get_head, loss_fn
+from frafer.optim import lr_at
+from frafer.train.downstream_common import FinetuneResult, build_classifier, save_model, write_results
 
 
 @torch.no_grad()
@@ -126,7 +121,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
 
     weights = class_balanced_weights(train_samples, len(splits.classes)) if cfg.data.balanced_sampler else None
     sampler = EpochBatchSampler(len(train_samples), p.batch_size, 0, 1, t.seed, weights)
-    optimizer = build_optimizer(cfg, model, frozen=True)
+    optimizer = get_head("linear").optimizer(cfg, model)
     criterion = loss_fn(cfg)
     logger = MetricsLogger(run_dir, tensorboard=t.tensorboard)
     # Targets that do not change between epochs, gathered once: class ids, or the crowd vectors of every sample.
@@ -181,3 +176,16 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
                    results["best_val"]["val"])
     write_results(run_dir, results, splits.classes, run_dir / "reports", f"linear probe (cached) on {splits.name}")
     return FinetuneResult(run_dir, "linear_probe", step, loss, results)
+
+
+def run_cached_probe(cfg: FinetuneConfig, run_dir: Path, overwrite: bool, splits: FERSplits | None = None,
+                     store_folder: Path | None = None) -> FinetuneResult:
+    """The cached probe in one process (distributed set-up and teardown around it)."""
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        if ctx.world_size > 1:
+            raise FraferError("the cached linear probe runs in one process; use probe.path=faithful with torchrun")
+        return cached_linear_probe(cfg, run_dir, ctx.device, overwrite, store_folder, splits)
+    finally:
+        distributed.teardown()
+

@@ -21,6 +21,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from frafer.artifacts.checkpoint import (
+    WEIGHTS,
+    load_state,
+    load_weights,
+    save_checkpoint,
+)
 from frafer.config import PretrainConfig, dump_yaml
 from frafer.data.formats.folders import list_images
 from frafer.data.formats.pairs import read_pairs
@@ -29,23 +35,17 @@ from frafer.data.sampling import EpochBatchSampler
 from frafer.data.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
 from frafer.data.synthetic import SyntheticFaces
 from frafer.data.transforms import TwoViewTransform
+from frafer.engine import common, distributed, machine
+from frafer.engine.common import NonFiniteLoss
+from frafer.engine.metrics_log import MetricsLogger
 from frafer.errors import FraferError
 from frafer.eval.knn import KNNMonitor
-from frafer.eval.verify import verify_trunk
+from frafer.eval.verification import verify_trunk
+from frafer.files import atomic_write_text
 from frafer.methods import get_method
 from frafer.methods.base import update_momentum
 from frafer.models.norm import convert_to_global_bn
-from frafer.train import common, distributed, machine
-from frafer.train.checkpoint import (
-    WEIGHTS,
-    atomic_write_text,
-    load_state,
-    load_weights,
-    save_checkpoint,
-)
-from frafer.train.common import NonFiniteLoss
-from frafer.train.metrics import MetricsLogger
-from frafer.train.optim import build_pretrain_optimizer, lr_at, momentum_at, plan_budget, set_lr
+from frafer.optim import build_pretrain_optimizer, lr_at, momentum_at, plan_budget, set_lr
 
 _NAN_ADVICE = "Lower optim.base_lr, raise optim.warmup_epochs or use train.precision=fp32."
 

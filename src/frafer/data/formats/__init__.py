@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from frafer.data.fer import FERDataset
+from frafer.data.fer_dataset import FERDataset
 from frafer.data.formats.affectnet import read_affectnet
 from frafer.data.formats.class_folders import read_class_folders
 from frafer.data.formats.fer2013 import read_fer2013

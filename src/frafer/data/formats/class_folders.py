@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from frafer.data.fer import FERDataset, FERSample, check_classes
+from frafer.data.fer_dataset import FERDataset, FERSample, check_classes
 from frafer.data.formats.fer_common import csv_rows, require_dir, require_file
 from frafer.data.formats.folders import list_images
 from frafer.data.images import is_image_file

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from frafer.data.fer import FERDataset, FERSample, check_classes
+from frafer.data.fer_dataset import FERDataset, FERSample, check_classes
 from frafer.data.formats.fer_common import USAGE_SPLITS, add_skips, csv_rows, parse_int, parse_usage, require_file
 from frafer.data.labels import EXPRESSIONS
 from frafer.errors import FraferError
+from frafer.files import atomic_write
 
 SIZE = 48
 COLUMNS = ("emotion", "pixels", "usage")  # matched case-insensitively, in any order
@@ -128,17 +129,17 @@ def _save_cache(path: Path, key: np.ndarray, rows: list[PixelRow]) -> bool:
     for i, (_, _, p, _) in enumerate(rows):
         if p is not None:
             pixels[i] = p
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, key=key, rows=np.array([r for r, _, _, _ in rows], dtype=np.int64),
                      codes=np.array([c for _, c, _, _ in rows], dtype=np.int8),
                      usage=np.array([USAGES.index(u) for _, _, _, u in rows], dtype=np.int8), ok=ok, pixels=pixels)
-        os.replace(tmp, path)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write)
         return True
     except OSError:
-        tmp.unlink(missing_ok=True)
         return False
 
 

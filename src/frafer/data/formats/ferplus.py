@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from frafer.data.crowd import crowd_target, majority_label, votes_from_ferplus
-from frafer.data.fer import NO_LABEL, FERDataset, FERSample, check_classes
+from frafer.data.fer_dataset import NO_LABEL, FERDataset, FERSample, check_classes
 from frafer.data.formats.fer2013 import read_fer2013_pixels
 from frafer.data.formats.fer_common import (
     add_skips,

@@ -1,7 +1,7 @@
 """Face verification pair lists in their native layouts: LFW `pairs.txt` and the CFP protocol folders.
 
 Each reader returns `Pair`s in file order with a 0-based fold number, ready for the 10-fold protocol of
-`frafer.eval.verification`. Whether the image files exist is not checked here: the evaluator counts unreadable ones.
+`frafer.eval.pair_scores`. Whether the image files exist is not checked here: the evaluator counts unreadable ones.
 """
 
 from __future__ import annotations

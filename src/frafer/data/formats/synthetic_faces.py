@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from frafer.data.crowd import votes_from_ferplus
-from frafer.data.fer import FERDataset, FERSample, check_classes
+from frafer.data.fer_dataset import FERDataset, FERSample, check_classes
 from frafer.data.formats.fer_common import (
     add_skips,
     check_some_found,

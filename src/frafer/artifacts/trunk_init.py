@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from frafer.artifacts.checkpoint import WEIGHTS, latest_checkpoint, load_weights, safe_torch_load
 from frafer.errors import FraferError
 from frafer.models.backbones import ResNetTrunk, build_trunk
-from frafer.train.checkpoint import WEIGHTS, latest_checkpoint, load_weights, safe_torch_load
 
 # Prefixes under which a trunk sits in the state dicts frafer (and common tools) write, most specific first.
 _TRUNK_PREFIXES = ("online.trunk.", "module.trunk.", "trunk.", "module.encoder.", "module.", "encoder.", "backbone.")
@@ -116,6 +116,22 @@ def _recorded_maxpool(weights_path: Path) -> bool | None:
     return None
 
 
+def pretrain_method(weights_path: str | Path) -> str:
+    """The pre-training method the weights come from, as their run or bundle records it ('unknown' otherwise).
+
+    Runs from before the `method:` key name theirs by their loss weights: λ_c = 1 with λ_r = 0 was BYOL.
+    """
+    for kind, tree in records_beside(weights_path):
+        if kind == "bundle":
+            return str(tree.get("info", {}).get("pretrain_method", "unknown"))
+        if "method" in tree:
+            return str(tree["method"])
+        loss = tree.get("loss")
+        if isinstance(loss, dict) and "lambda_c" in loss:
+            return "byol" if loss.get("lambda_c") == 1 and loss.get("lambda_r") == 0 else "fra"
+    return "unknown"
+
+
 def resolve_init(init: str) -> Path:
     """The weights file an init string names (run folder → latest checkpoint; bundle folder → its weights)."""
     path = Path(init)
@@ -143,7 +159,7 @@ def load_trunk(init: str, arch: str, blocks: list[int], width: int, remove_maxpo
     if is_random_init(init):
         trunk = build_trunk(arch, blocks, width, remove_maxpool)
         layout = infer_layout(trunk.state_dict(), remove_maxpool)
-        return trunk, {"source": "none (random init)", "layout": layout.to_dict()}
+        return trunk, {"source": "none (random init)", "layout": layout.to_dict(), "method": "none"}
     path = resolve_init(init)
     state = _load_pth(path) if path.suffix in (".pth", ".pt", ".bin") else load_weights(path)
     state = _strip_to_trunk(state)
@@ -159,4 +175,4 @@ def load_trunk(init: str, arch: str, blocks: list[int], width: int, remove_maxpo
             f"model.init {path}: the weights do not fit a {layout.arch} trunk "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    return trunk, {"source": str(path), "layout": layout.to_dict()}
+    return trunk, {"source": str(path), "layout": layout.to_dict(), "method": pretrain_method(path)}

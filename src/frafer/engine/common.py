@@ -38,7 +38,7 @@ def run_info(seed: int, world_size: int, device: torch.device) -> dict:
     """Seed, versions, commit, machine and start time: written as run.json beside a run's checkpoints."""
     import torchvision
 
-    from frafer.train.machine import machine_info
+    from frafer.engine.machine import machine_info
 
     return {
         "seed": seed,
@@ -58,7 +58,7 @@ def resume_from(run_dir: Path) -> Path | None:
     """The newest intact checkpoint of `run_dir` (None without any), naming the damaged newer ones it skips."""
     from tqdm import tqdm
 
-    from frafer.train.checkpoint import resume_checkpoint
+    from frafer.artifacts.checkpoint import resume_checkpoint
 
     ckpt, skipped = resume_checkpoint(run_dir)
     for reason in skipped:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from frafer.errors import FraferError
+from frafer.files import atomic_write, atomic_write_text
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -80,10 +80,10 @@ def write_report(report: dict, out_dir: str | Path, name: str) -> dict[str, Path
         "png": out_dir / f"{name}_confusion.png",
         "md": out_dir / f"{name}.md",
     }
-    _write_text(paths["json"], json.dumps(report, indent=2) + "\n")
-    _write_text(paths["csv"], _confusion_csv(cm, classes))
-    _atomic(paths["png"], lambda tmp: _confusion_figure(cm, classes, _figure_title(report, name), tmp))
-    _write_text(paths["md"], report_markdown(report, name))
+    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
+    atomic_write_text(paths["csv"], _confusion_csv(cm, classes))
+    atomic_write(paths["png"], lambda tmp: _confusion_figure(cm, classes, _figure_title(report, name), tmp))
+    atomic_write_text(paths["md"], report_markdown(report, name))
     return paths
 
 
@@ -201,18 +201,6 @@ def _confusion_figure(cm: np.ndarray, classes: list[str], title: str, path: Path
     fig.savefig(path, format="png", dpi=120)
 
 
-def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Let `write` fill a temporary file beside `path`, then rename it into place (removing it on failure)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _is_number(value) -> bool:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from frafer.artifacts.checkpoint import load_weights, resolve_weights, save_weights
 from frafer.errors import FraferError
-from frafer.train.checkpoint import load_weights, resolve_weights, save_weights
 
 TRUNK_PREFIX = "online.trunk."
 

@@ -15,13 +15,13 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from frafer.config import FERDataConfig
 from frafer.data.crowd import crowd_targets, draw_label
-from frafer.data.fer import NO_LABEL, FERDataset, FERSample, check_classes
+from frafer.data.fer_dataset import NO_LABEL, FERDataset, FERSample, check_classes
 from frafer.data.folds import (
     Fold,
     check_disjoint_splits,
@@ -34,6 +34,9 @@ from frafer.data.formats import read_fer_dataset
 from frafer.data.formats.class_folders import EXPRESSION_ALIASES, expression_id
 from frafer.data.labels import EXPRESSIONS
 from frafer.errors import FraferError
+
+if TYPE_CHECKING:  # the data section of a FinetuneConfig; only its fields are read, so data stays below config
+    from frafer.config import FERDataConfig
 
 
 @dataclass
@@ -190,7 +193,7 @@ def make_targets(
 
     none → the class id (int). Crowd modes → a (C,) float vector: one-hot for majority and for probability (a
     label drawn from the truncated vote distribution, afresh every epoch through the sample's seed), the accepted
-    classes for multilabel, the distribution for crossentropy; `frafer.losses.fer.crowd_loss` reads them.
+    classes for multilabel, the distribution for crossentropy; `frafer.losses.classification.crowd_loss` reads them.
     """
     if crowd_mode == "none":
         return samples, lambda sample, index, seed: sample.label

@@ -18,23 +18,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from frafer.errors import FraferError
+from frafer.files import atomic_write, atomic_write_text
 
 WEIGHTS = "weights.safetensors"
 STATE = "state.pt"
 META = "meta.json"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """State dict → safetensors file, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata))
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

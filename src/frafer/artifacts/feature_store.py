@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from frafer.artifacts.checkpoint import load_weights, save_weights
 from frafer.config import FinetuneConfig
-from frafer.data.fer import FERSample
+from frafer.data.fer_dataset import FERSample
 from frafer.errors import FraferError
-from frafer.train.checkpoint import atomic_write_text, load_weights, save_weights
+from frafer.files import atomic_write_text
 
 INDEX = "index.json"
 Extract = Callable[[list[FERSample]], tuple[torch.Tensor, torch.Tensor]]  # samples → (features (N, C), readable (N,))

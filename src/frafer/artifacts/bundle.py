@@ -1,7 +1,7 @@
 """A trained expression model as one self-describing folder: what `evaluate` (and later `predict`) load.
 
-    <bundle>/weights.safetensors   FERClassifier state dict (trunk.* and head.*)
-    <bundle>/bundle.json           classes, input size, normalisation, trunk layout, provenance
+    <bundle>/weights.safetensors   the network's state dict (for the `linear` network: trunk.* and head.*)
+    <bundle>/bundle.json           network type, classes, input size, normalisation, trunk layout, provenance
 
 Loading needs nothing else: no training config, no code from the file (safetensors holds tensors only).
 """
@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 
+from frafer.artifacts.checkpoint import WEIGHTS, load_weights, save_weights
+from frafer.artifacts.trunk_init import TrunkLayout
 from frafer.data.transforms import build_eval_transform
 from frafer.errors import FraferError
+from frafer.files import atomic_write_text
+from frafer.methods.heads import BUNDLE_NETWORKS
 from frafer.models.classifier import FERClassifier
-from frafer.train.checkpoint import WEIGHTS, atomic_write_text, load_weights, save_weights
-from frafer.train.init_weights import TrunkLayout
 
 BUNDLE_FORMAT = "frafer-fer-bundle"
 BUNDLE_VERSION = 1
@@ -49,7 +51,8 @@ def save_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(folder / WEIGHTS, model.deployable_state_dict())
     meta = {
-        "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "classes": list(classes), "input_size": input_size,
+        "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "network": "linear", "classes": list(classes),
+        "input_size": input_size,
         "mean": list(mean), "std": list(std), "trunk": layout.to_dict(), "dropout": model.dropout.p,
         "info": info or {},
     }
@@ -78,10 +81,14 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     if meta.get("version", 0) > BUNDLE_VERSION:
         raise FraferError(f"{folder}: bundle version {meta['version']} is newer than this frafer reads "
                           f"({BUNDLE_VERSION}); upgrade frafer")
+    network = meta.get("network", "linear")  # bundles before the field held the linear network only
+    if network not in BUNDLE_NETWORKS:
+        raise FraferError(f"{folder / BUNDLE_FILE}: the bundle holds a '{network}' network, which this frafer does "
+                          f"not know (known: {', '.join(BUNDLE_NETWORKS)}); nothing was loaded from it")
     try:
         layout = TrunkLayout.from_dict(meta["trunk"])
         classes = tuple(meta["classes"])
-        model = FERClassifier(layout.build(), len(classes), float(meta.get("dropout", 0.0)))
+        model = BUNDLE_NETWORKS[network](layout.build(), len(classes), float(meta.get("dropout", 0.0)))
         size, mean, std = int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
     except (KeyError, TypeError, ValueError) as err:
         raise FraferError(f"{folder / BUNDLE_FILE} is incomplete or malformed ({type(err).__name__}: {err})") from None

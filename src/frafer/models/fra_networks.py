@@ -15,7 +15,7 @@ from torch import nn
 
 from frafer.collectives import all_reduce_sum, global_count
 from frafer.models.backbones import build_trunk
-from frafer.models.heads import MLP, QueryDecoder
+from frafer.models.fra_heads import MLP, QueryDecoder
 
 
 @dataclass

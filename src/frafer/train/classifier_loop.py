@@ -1,0 +1,276 @@
+"""The downstream training loop: fine-tuning, and the faithful linear probe (the same loop, trunk frozen).
+
+`run_classifier(cfg, frozen=False)` trains trunk and head (AdamW, separate LRs, warm-up + cosine per step);
+`frozen=True` trains the head alone with the trunk frozen in eval mode and the training augmentation (the faithful
+probe, as the paper does). Both: data → model → optimiser → (resume) → epochs → validation → selection → test
+once → bundle + reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from frafer.artifacts.bundle import load_bundle
+from frafer.artifacts.checkpoint import (
+    WEIGHTS,
+    load_state,
+    load_weights,
+    save_checkpoint,
+)
+from frafer.artifacts.trunk_init import TrunkLayout
+from frafer.config import FinetuneConfig, dump_yaml
+from frafer.data.fer_dataset import FERImages, collate_fer
+from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
+from frafer.data.sampling import EpochBatchSampler
+from frafer.data.transforms import build_eval_transform, build_fer_train_transform
+from frafer.engine import common, distributed, machine
+from frafer.engine.metrics_log import MetricsLogger
+from frafer.errors import FraferError
+from frafer.eval.evaluate import evaluate_samples
+from frafer.files import atomic_write_text
+from frafer.methods.heads import get_head, loss_fn
+from frafer.optim import lr_at, plan_budget
+from frafer.train.downstream_common import FinetuneResult, build_classifier, resolve_run_dir, save_model, write_results
+
+_NAN_ADVICE = "Lower optim.lr, raise optim.warmup_epochs or use train.precision=fp32."
+
+
+def run_classifier(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bool = False,
+         splits: FERSplits | None = None) -> FinetuneResult:
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
+            raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        mode = "linear_probe" if frozen else "finetune"
+        run_dir = resolve_run_dir(cfg, run_dir, mode)
+        common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once, cleared only once it writes
+        return _train(cfg, run_dir, resume, frozen, ctx, splits, overwrite)
+    finally:
+        distributed.teardown()
+
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
+           splits: FERSplits | None = None, overwrite: bool = False) -> FinetuneResult:
+    t, device = cfg.train, ctx.device
+    mode = "linear_probe" if frozen else "finetune"
+    batch_size = cfg.probe.batch_size if frozen else t.batch_size
+    machine.set_threads(t.threads, cfg.data.num_workers)
+    random.seed(t.seed)
+
+    # Data first: a bad path or label fails before any model is built.
+    splits = splits or prepare_splits(cfg.data, t.seed)
+    train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
+    if ctx.is_main:
+        tqdm.write(splits.summary())
+    a = cfg.aug
+    train_tf = build_fer_train_transform(cfg.data.image_size, a.flip_p, a.jitter, a.translate, a.rotate,
+                                         a.erase_p, a.erase_scale, a.mean, a.std)
+    eval_tf = build_eval_transform(cfg.data.image_size, a.mean, a.std)
+    weights = class_balanced_weights(train_samples, len(splits.classes)) if cfg.data.balanced_sampler else None
+    sampler = EpochBatchSampler(len(train_samples), batch_size, ctx.rank, ctx.world_size, t.seed, weights)
+    if frozen:  # the probe's own length, no warm-up (as the cached probe)
+        budget = plan_budget(len(train_samples), batch_size, cfg.probe.epochs, 0, 0.0, 0, t.max_steps,
+                             where="probe")
+    else:
+        budget = plan_budget(len(train_samples), batch_size, t.epochs, t.steps, cfg.optim.warmup_epochs,
+                             cfg.optim.warmup_steps, t.max_steps)
+    steps_per_epoch = budget.steps_per_epoch
+    min_lr = 0.0 if frozen else cfg.optim.min_lr
+
+    ckpt = common.resume_from(run_dir) if resume else None
+    layout, recorded = None, None
+    if ckpt is not None:  # the trunk's layout and source as first built: bundles keep naming the real source
+        recorded = json.loads((run_dir / "init.json").read_text())
+        layout = TrunkLayout.from_dict(recorded["layout"])
+    model, init_record = build_classifier(cfg, len(splits.classes), layout)
+    init_record = recorded or init_record
+    if frozen:
+        model.freeze_trunk()
+        if cfg.probe.feature_norm:
+            model.add_feature_norm()
+    model.to(device)
+    head = get_head("linear" if frozen else "finetune")
+    optimizer = head.optimizer(cfg, model)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+    criterion = loss_fn(cfg)
+
+    step, history, best = 0, [], None
+    if ckpt is not None:
+        step, history, best = _restore(ckpt, model, optimizer, scaler, device, budget)
+    if ctx.is_main:
+        common.claim_run_dir(run_dir, resume, overwrite)  # an overwritten run is cleared only now, when all is set
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        if ckpt is None:
+            atomic_write_text(run_dir / "init.json", json.dumps(init_record, indent=2))
+            info = common.run_info(t.seed, ctx.world_size, device) | {"mode": mode, "data": splits.summary()}
+            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+    logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
+    net = model
+    if ctx.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    loader = DataLoader(
+        FERImages(train_samples, train_tf, target_fn), batch_sampler=sampler, num_workers=cfg.data.num_workers,
+        collate_fn=collate_fer, pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+        generator=torch.Generator(),
+    )
+    result = FinetuneResult(run_dir, mode, step, math.nan)
+    eval_workers = min(cfg.data.num_workers, 4)
+
+    def evaluate(samples, desc, net=None):
+        return evaluate_samples(net or model, samples, splits.classes, eval_tf, device, batch_size, eval_workers,
+                                desc)
+
+    def checkpoint(reason: str) -> None:
+        if ctx.is_main:
+            state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                     "rng": common.rng_state(device)}
+            meta = {"step": step, "epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch,
+                    "total_steps": budget.total, "loss": result.last_loss, "reason": reason, "history": history,
+                    "best": best}
+            save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
+        distributed.barrier()
+
+    def validation_due() -> bool:
+        """After every `eval_every_epochs` whole epochs, and at the run's end (a partial last epoch too)."""
+        return ctx.is_main and bool(splits.val) and step > 0 and budget.due(step, t.eval_every_epochs)
+
+    def validate_epoch(finished: float, best: dict | None) -> dict | None:
+        """Validate after epoch `finished`, record it, save the bundle when it is the best so far; returns best."""
+        report = evaluate(splits.val, "validating")
+        record = {"epoch": finished, "step": step, "val_top1": report["top1"], "val_macro_f1": report["macro_f1"]}
+        history.append(record)
+        logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="val")
+        improved = best is None or report["top1"] > best["val_top1"]
+        if t.select == "val" and improved:
+            best = record
+            save_model(run_dir / "model", model, cfg, splits, init_record, mode, finished, report)
+        loss = f"loss {result.last_loss:.4f}, " if math.isfinite(result.last_loss) else ""
+        mark = " (best)" if improved else ""
+        tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: {loss}val top-1 {report['top1']:.2f}%{mark}")
+        return best
+
+    model.train()
+    unreadable = 0
+    finished = budget.epoch(step)
+    if budget.ends_epoch(step) and validation_due() and all(r["epoch"] != finished for r in history):
+        # resumed from a checkpoint taken at an epoch's end before its validation was recorded (Ctrl-C while
+        # validating): validate now, so that epoch still takes part in model selection
+        best = validate_epoch(finished, best)
+    try:
+        while step < budget.stop:
+            epoch, start_batch = divmod(step, steps_per_epoch)
+            sampler.set_epoch(epoch, start_batch)
+            bar = tqdm(loader, total=len(sampler), desc=f"{mode} epoch {epoch + 1}/{math.ceil(budget.epochs)}",
+                       disable=not ctx.is_main, dynamic_ncols=True, leave=False)
+            tick, seen = time.perf_counter(), 0
+            for images, targets, _, bad in bar:
+                unreadable += bad
+                lr_scale = lr_at(step, budget.total, budget.warmup, 1.0, 0.0)
+                for g in optimizer.param_groups:
+                    g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
+                with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
+                    if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
+                        with common.autocast(t.precision, device):
+                            logits = net(images.to(device, non_blocking=True))
+                        loss = criterion(logits.float(), targets.to(device))
+                        common.check_finite(step, {"loss": loss}, _NAN_ADVICE)
+                        optimizer.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                        if cfg.optim.grad_clip > 0 and not frozen:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        result.last_loss = loss.item()
+                    step += 1
+                seen += len(images) * ctx.world_size
+                result.step = step
+                if step % t.log_every == 0 or step == budget.stop:
+                    rate = seen / max(time.perf_counter() - tick, 1e-9)
+                    lr_now = optimizer.param_groups[0]["lr"]
+                    logger.log(step, {"loss": result.last_loss, "lr": lr_now, "img_per_s": rate}, prefix="train")
+                    bar.set_postfix(loss=f"{result.last_loss:.4f}", lr=f"{lr_now:.2e}", img_s=f"{rate:.0f}")
+                if step >= budget.stop:
+                    break
+            bar.close()
+            if not budget.ends_epoch(step):
+                break  # interrupted inside an epoch by max_steps
+            finished = budget.epoch(step)
+            if ctx.is_main and unreadable:
+                tqdm.write(f"skipped {unreadable} unreadable image(s) in epoch {finished:g}")
+                logger.log(step, {"unreadable": unreadable}, prefix="data")
+            unreadable = 0
+            if validation_due():
+                best = validate_epoch(finished, best)
+            elif ctx.is_main:
+                tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: loss {result.last_loss:.4f}")
+            checkpoint("epoch")
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+        if ctx.is_main:
+            tqdm.write(f"interrupted at step {step}: saving a checkpoint to resume from")
+        checkpoint("interrupted")
+        logger.close()
+        raise
+    result.stopped = "completed" if step >= budget.total else "max_steps"
+    if not budget.ends_epoch(step):
+        checkpoint(result.stopped)
+    if ctx.is_main:
+        result.results = _finish(run_dir, model, cfg, splits, init_record, mode, budget.epoch(step), best,
+                                 evaluate)
+    distributed.barrier()
+    logger.close()
+    return result
+
+
+def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epoch, best, evaluate) -> dict:
+    """Evaluate the last epoch (always reported) and the best-on-validation epoch on val and test; write it all."""
+    reports_dir = run_dir / "reports"
+    results = {"last": {"epoch": epoch}}
+    last_val = evaluate(splits.val, "validating") if splits.val else None
+    results["last"]["val"] = last_val
+    results["last"]["test"] = evaluate(splits.test, "testing") if splits.test else None
+    last_folder = run_dir / ("model_last" if cfg.train.select == "val" and best is not None else "model")
+    save_model(last_folder, model, cfg, splits, init_record, mode, epoch, last_val)
+    if cfg.train.select == "val" and best is not None:
+        if best["epoch"] == epoch:  # the last epoch is the best one: same weights, same reports
+            results["best_val"] = dict(results["last"])
+        else:
+            selected = load_bundle(run_dir / "model", next(model.parameters()).device).model
+            results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, "validating", selected),
+                                   "test": evaluate(splits.test, "testing", selected) if splits.test else None}
+    write_results(run_dir, results, splits.classes, reports_dir, header=f"{mode} on {splits.name}")
+    return results
+
+
+
+def _restore(ckpt: Path, model, optimizer, scaler, device, budget):
+    meta = common.check_resumable(ckpt, budget)
+    try:
+        model.load_state_dict(load_weights(ckpt / WEIGHTS))
+    except RuntimeError as err:
+        raise FraferError(f"checkpoint {ckpt} does not match the model ({str(err).splitlines()[0]})") from None
+    state = load_state(ckpt / "state.pt")
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    common.set_rng_state(state["rng"], device)
+    tqdm.write(f"resuming from {ckpt} at step {state['step']}")
+    return int(state["step"]), meta.get("history", []), meta.get("best")
+
+

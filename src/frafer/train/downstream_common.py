@@ -1,0 +1,84 @@
+"""What both downstream trainings share: the result record, the classifier they build, and their output files.
+
+Fine-tuning and the linear probe (faithful loop or cached features) import this; it imports neither of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from frafer.artifacts.bundle import save_bundle
+from frafer.artifacts.trunk_init import TrunkLayout, load_trunk
+from frafer.config import FinetuneConfig, to_dict
+from frafer.data.fer_splits import FERSplits, uses_folds
+from frafer.engine import common
+from frafer.eval.reports import markdown_table, write_report
+from frafer.files import atomic_write_text
+from frafer.models.classifier import FERClassifier
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    mode: str  # finetune | linear_probe
+    step: int
+    last_loss: float
+    results: dict = field(default_factory=dict)  # {"last": {...}, "best_val": {...}} with val / test reports
+    stopped: str = "completed"
+
+
+
+def build_classifier(cfg: FinetuneConfig, num_classes: int, layout: TrunkLayout | None = None):
+    """Trunk from model.init (or from a recorded layout, when resuming) + a fresh head; seeded, so reproducible."""
+    m = cfg.model
+    torch.manual_seed(cfg.train.seed)
+    if layout is not None:
+        trunk, record = layout.build(), {"source": "resumed", "layout": layout.to_dict()}
+    else:
+        trunk, record = load_trunk(m.init, m.arch, m.blocks, m.width, m.remove_maxpool)
+    model = FERClassifier(trunk, num_classes, m.dropout, m.head_init_std)
+    return model, record
+
+
+
+def every_fold(d) -> bool:
+    """Folds are configured and data.fold asks for all of them."""
+    return uses_folds(d) and d.fold == -1
+
+
+def resolve_run_dir(cfg: FinetuneConfig, run_dir, mode: str) -> Path:
+    return Path(run_dir) if run_dir else common.default_run_dir(cfg.train.out_dir, cfg.train.name, mode)
+
+
+def save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, mode: str,
+                epoch: float, val_report: dict | None) -> None:
+    info = {"mode": mode, "head": "linear" if mode == "linear_probe" else "finetune", "epoch": epoch,
+            "init": init_record["source"], "pretrain_method": init_record.get("method", "unknown"),
+            "data": to_dict(cfg.data) | {"name": splits.name},
+            "val_top1": None if val_report is None else val_report["top1"], "config": to_dict(cfg)}
+    save_bundle(folder, model, splits.classes, cfg.data.image_size, cfg.aug.mean, cfg.aug.std,
+                TrunkLayout.from_dict(init_record["layout"]), info)
+
+
+
+def write_results(run_dir: Path, results: dict, classes, reports_dir: Path, header: str) -> None:
+    """results.json, a Markdown summary table, and per-split reports (confusion matrix CSV/PNG, per-class table)."""
+    rows = []
+    for which, entry in results.items():
+        for split in ("val", "test"):
+            report = entry.get(split)
+            if report is None:
+                continue
+            write_report(report, reports_dir, f"{which}_{split}")
+            rows.append({"model": f"{which} (epoch {entry['epoch']:g})", "split": split, "top1": report["top1"],
+                         "mean_class_acc": report["mean_class_acc"], "macro_f1": report["macro_f1"],
+                         "images": report["count"]})
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    table = markdown_table(rows, ["model", "split", "top1", "mean_class_acc", "macro_f1", "images"])
+    atomic_write_text(run_dir / "results.md", f"# {header}\n\n{table}\n")
+    tqdm.write(f"\n{header}\n{table}")

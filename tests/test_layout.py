@@ -1,0 +1,141 @@
+"""The package's shape: layers that import only downward, no import circles, the README's layout matching the tree.
+
+Every `import` / `from … import` in frafer's source counts, inside functions too (a lazy import is a dependency all
+the same); only `if TYPE_CHECKING:` blocks are left out, as they never run.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "frafer"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# Lowest first: a module may import its own layer and the layers before it, never one after it.
+LAYERS = [
+    ("base", ["frafer", "frafer.errors", "frafer.collectives", "frafer.files"]),
+    ("data", ["frafer.data"]),
+    ("models, losses, optimisers", ["frafer.models", "frafer.losses", "frafer.optim"]),
+    ("methods and heads", ["frafer.methods"]),
+    ("config", ["frafer.config"]),
+    ("artifacts", ["frafer.artifacts"]),
+    ("eval", ["frafer.eval"]),
+    ("engine", ["frafer.engine"]),
+    ("train", ["frafer.train"]),
+    ("entry points", ["frafer.demo", "frafer.cli", "frafer.__main__"]),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = ["frafer", *path.relative_to(SRC).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The frafer modules `path` imports (for `from pkg import name`, the submodule when `name` is one)."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
+               for child in node.body for n in ast.walk(child)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "frafer"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "frafer":
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+    return found
+
+
+def layer_of(module: str) -> int:
+    best, depth = None, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > depth:
+                best, depth = index, len(prefix)
+    if best is None:
+        raise AssertionError(f"{module} belongs to no layer: add it to LAYERS")
+    return best
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = {module_name(p): p for p in SRC.rglob("*.py")}
+    return {m: imports_of(p, set(paths)) - {m} for m, p in paths.items()}
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {d} ({LAYERS[layer_of(d)][0]})"
+              for m, deps in sorted(import_graph().items()) for d in sorted(deps) if layer_of(d) > layer_of(m)]
+    assert not upward, "\n".join(upward)
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_circles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " → ".join(cycle)
+
+
+def test_the_checks_catch_what_they_look_for():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+    assert layer_of("frafer.data.fer_splits") < layer_of("frafer.config") < layer_of("frafer.train.finetune")
+
+
+def test_no_two_modules_share_a_file_name():
+    """`eval/metrics.py` beside `train/metrics.py` made readers guess which one a name came from."""
+    stems: dict[str, list[str]] = {}
+    for p in SRC.rglob("*.py"):
+        if p.name not in ("__init__.py", "__main__.py"):
+            stems.setdefault(p.stem, []).append(str(p.relative_to(SRC)))
+    assert not {k: v for k, v in stems.items() if len(v) > 1}
+
+
+def _readme_layout() -> set[str]:
+    text = README.read_text()
+    block = re.search(r"## Layout\n.*?```\n(.*?)```", text, re.S)
+    assert block, "README has no ## Layout code block"
+    return {m.group(1) for m in re.finditer(r"^\s{2,}([\w/]+(?:\.py)?/?)\s", block.group(1), re.M)}
+
+
+@pytest.mark.parametrize("kind", ["packages", "modules"])
+def test_readme_layout_names_every_package_and_top_level_module(kind):
+    listed = _readme_layout()
+    if kind == "packages":
+        actual = {f"{p.relative_to(SRC)}/" for p in SRC.iterdir() if (p / "__init__.py").is_file()}
+    else:
+        actual = {p.name for p in SRC.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    assert actual <= listed, f"missing from README's Layout: {sorted(actual - listed)}"
+    stale = {x for x in listed if x.endswith((".py", "/")) and x.count("/") <= 1} - actual
+    stale = {x for x in stale if (x.endswith("/") and kind == "packages") or (x.endswith(".py") and kind == "modules")}
+    assert not stale, f"README's Layout lists what is not there: {sorted(stale)}"
