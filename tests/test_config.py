@@ -94,3 +94,13 @@ def test_public_entries():
     assert frafer.pretrain is pretrain and frafer.load_config is load_config
     with pytest.raises(AttributeError):
         frafer.no_such_entry  # noqa: B018
+
+
+def test_methods_lists_every_method_and_head_and_an_unknown_method_exits_2(capsys):
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines if line.startswith("  ")]
+    assert names == ["fra", "byol", "moco_v2", "linear", "finetune"]
+    assert main(["config", "method=nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["frafer: error: unknown method 'nosuch' (known: fra, byol, moco_v2)"]

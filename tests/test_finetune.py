@@ -513,6 +513,23 @@ def test_damaged_bundles_are_refused(ft_run, tmp_path):
         load_bundle(cut)
     with pytest.raises(FraferError, match="is not a model bundle"):
         load_bundle(tmp_path)
+    unknown = shutil.copytree(run_dir / "model", tmp_path / "unknown")
+    (unknown / "bundle.json").write_text(json.dumps(meta | {"network": "dmue_branches"}))
+    with pytest.raises(FraferError, match="holds a 'dmue_branches' network.*known: linear.*nothing was loaded"):
+        load_bundle(unknown)
+    older = shutil.copytree(run_dir / "model", tmp_path / "older")  # written before bundles named their network
+    (older / "bundle.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "network"}))
+    assert load_bundle(older).classes == load_bundle(run_dir).classes
+
+
+def test_bundles_name_their_network_head_and_pretraining_method(data, ft_run, fra_run, tmp_path, quick_figures):
+    run_dir, _ = ft_run
+    meta = json.loads((run_dir / "model" / "bundle.json").read_text())
+    assert meta["network"] == "linear" and meta["info"]["head"] == "finetune"
+    assert meta["info"]["pretrain_method"] == "none"  # random init
+    result = linear_probe(ft_with_init(data, fra_run[0], "probe.epochs=1"), tmp_path / "lp")
+    info = json.loads((result.run_dir / "model" / "bundle.json").read_text())["info"]
+    assert info["head"] == "linear" and info["pretrain_method"] == "fra"
 
 
 # ----------------------------------------------------------------------------------------------- crowd labels
@@ -820,3 +837,17 @@ def test_all_subject_folds_fine_tune_and_resume(subject_folders, tmp_path, quick
     shutil.rmtree(tmp_path / "cv" / "fold_02")  # as if interrupted before the last fold
     again = finetune(cfg, tmp_path / "cv", resume=True)
     assert again.results["folds"] == first  # the finished folds are read back, the missing one re-run exactly
+
+
+def test_pretrain_method_of_runs_written_before_the_method_key(tmp_path):
+    from frafer.artifacts.trunk_init import pretrain_method
+
+    weights = tmp_path / "run" / "checkpoints" / "step_00000001" / "weights.safetensors"
+    weights.parent.mkdir(parents=True)
+    assert pretrain_method(weights) == "unknown"
+    (tmp_path / "run" / "config.yaml").write_text("loss: {lambda_c: 1.0, lambda_r: 0.0}\n")
+    assert pretrain_method(weights) == "byol"  # BYOL was FRA's loss without its local terms
+    (tmp_path / "run" / "config.yaml").write_text("loss: {lambda_c: 0.5, lambda_r: 0.1}\n")
+    assert pretrain_method(weights) == "fra"
+    (tmp_path / "run" / "config.yaml").write_text("method: moco_v2\n")
+    assert pretrain_method(weights) == "moco_v2"

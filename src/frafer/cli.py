@@ -179,10 +179,14 @@ def _config(args) -> int:
 
 def _methods(args) -> int:
     from frafer.methods import METHODS
+    from frafer.methods.heads import HEADS
 
     print("pre-training methods (method: in a pretrain recipe):")
     for m in METHODS.values():
         print(f"  {m.name:<10} {m.summary}")
+    print("downstream heads (frafer linear-probe / finetune):")
+    for h in HEADS.values():
+        print(f"  {h.name:<10} {h.summary}")
     return 0
 
 
