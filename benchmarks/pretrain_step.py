@@ -2,7 +2,7 @@
 
 The ideal ratio is about 2.7 for the trunk alone: FRA runs two views forward and backward through the online network
 and two forward through the momentum network, against one view forward and backward for supervised training. The
-heads add to that: METHOD.md's projectors and predictors are 4096 wide whatever the trunk, and the dense projector runs
+heads add to that: docs/method.md's projectors and predictors are 4096 wide whatever the trunk, and the dense projector runs
 at every pixel, so on a small trunk they are a real share of the work. The script therefore also counts each step's
 matrix-multiply and convolution FLOPs (torch's FlopCounterMode) and prints their ratio: the floor the timed ratio
 would reach if every FLOP ran at the same speed. Steps are timed in alternation (supervised, BYOL, FRA, MoCo v2,

@@ -1,4 +1,4 @@
-"""Config schema: defaults from METHOD.md, overrides, and the named errors a user gets."""
+"""Config schema: defaults from docs/method.md, overrides, and the named errors a user gets."""
 
 import pytest
 

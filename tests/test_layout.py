@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 # Lowest first: a module may import its own layer and the layers before it, never one after it.
 LAYERS = [
-    ("base", ["frafer", "frafer.errors", "frafer.collectives", "frafer.files"]),
+    ("base", ["frafer", "frafer.errors", "frafer.collectives", "frafer.files", "frafer.precision"]),
     ("data", ["frafer.data"]),
     ("models, losses, optimisers", ["frafer.models", "frafer.losses", "frafer.optim"]),
     ("methods and heads", ["frafer.methods"]),

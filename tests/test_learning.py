@@ -1,7 +1,7 @@
 """Short runs on built-in synthetic faces learn: the loss falls and kNN beats the random-init network.
 
 The kNN labels are identities the pre-training never saw (half of each identity's images are the memory bank, the
-other half are classified), the check METHOD.md's verification monitor makes on real faces. Expression kNN moves
+other half are classified), the check docs/method.md's verification monitor makes on real faces. Expression kNN moves
 too, but by less than its noise at this size (see the README's demo table for the 64 px figures).
 """
 
@@ -42,7 +42,7 @@ def test_short_synthetic_runs_lower_the_loss_and_lift_knn(tmp_path):
         cfg = load_config(None, [
             *TINY, "data.source=synthetic", "data.synthetic.num_images=4096", "data.synthetic.num_identities=200",
             "train.batch_size=32", "train.epochs=2", "train.log_every=8", f"train.seed={seed}",
-            # the demo recipe (configs/demo.yaml): METHOD's eta 1e-3 barely moves a trunk in a few hundred steps,
+            # the demo recipe (configs/demo.yaml): the method's eta 1e-3 barely moves a trunk in a few hundred steps,
             # and small crops or sigma-2 blur erase a 32 px face's details from one of the views
             "optim.lars_eta=0.01", "aug.crop_scale=[0.8,1.0]", "aug.blur_sigma=[0.1,0.6]",
             "monitor.knn_at_start=true", "monitor.knn_every_epochs=2", "monitor.knn_k=10",

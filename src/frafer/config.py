@@ -1,6 +1,6 @@
 """Typed configuration: dataclass schema, YAML loading and dotted `key=value` overrides.
 
-Every constant of the method is a field here with its METHOD.md default, and a one-line `help`.
+Every constant of the method is a field here with its docs/method.md default, and a one-line `help`.
 A mistake (unknown key, wrong type, impossible value) raises FraferError naming the key and what is allowed.
 """
 
@@ -183,7 +183,7 @@ class PretrainConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
-# --------------------------------------------------------------------------- downstream FER (METHOD.md §2, §4)
+# --------------------------------------------------------------------------- downstream FER (docs/method.md §4)
 
 @dataclass
 class FERDataConfig:
@@ -217,7 +217,7 @@ class FERDataConfig:
     )
     image_size: int = _f(224, "side of the network input in pixels", lo=16)
     num_workers: int = _f(8, "data loader worker processes", lo=0)
-    balanced_sampler: bool = _f(False, "sample classes equally often in training (METHOD: on for AffectNet)")
+    balanced_sampler: bool = _f(False, "sample classes equally often in training (docs/method.md: on for AffectNet)")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Reading one image file into an 8-bit RGB PIL image, with per-file failures made explicit.
+"""Reading one image file into an 8-bit RGB PIL image, with per-file failures made explicit; a list of images as a
+dataset for the frozen-network pass.
 
 A dataset of millions of web images always holds a few broken files. Those are not user
 mistakes, so they are reported as `UnreadableImage` (which loaders skip and count), never as
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageFile
+from torch.utils.data import Dataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -146,3 +149,30 @@ def _clip_box(box: Sequence[float], size: tuple[int, int], path: str | Path) -> 
             path, f"crop box (x={x}, y={y}, w={w}, h={h}) lies outside the {width}x{height} image"
         )
     return left, top, right, bottom
+
+
+class ImageItems(Dataset):
+    """`items[i]` decoded by `load` (→ RGB PIL image) and transformed: (tensor, i), or None when unreadable.
+
+    The one dataset of the frozen-network pass: items are paths (`load_rgb`) or FER samples (`load_sample_image`).
+    """
+
+    def __init__(self, items: Sequence, load: Callable[[object], Image.Image], transform: Callable) -> None:
+        self.items, self.load, self.transform = items, load, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.transform(self.load(self.items[i])), i
+        except UnreadableImage:
+            return None
+
+
+def collate_indexed(batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """ImageItems batch → (images (B, 3, H, W), their item indices (B,), number unreadable)."""
+    good = [b for b in batch if b is not None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), len(batch)
+    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), len(batch) - len(good)

@@ -128,7 +128,7 @@ def build_fer_train_transform(
     mean: Sequence[float] = VGGFACE2_MEAN,
     std: Sequence[float] = VGGFACE2_STD,
 ) -> ImageTransform:
-    """Fine-tuning augmentation (METHOD.md §2): resize, flip, colour jitter, small shift and rotation, erasing.
+    """Fine-tuning augmentation (docs/method.md §4): resize, flip, colour jitter, small shift and rotation, erasing.
 
     A step whose strength is zero is left out, so with every strength at zero this is exactly the eval transform
     (the linear-probe equivalence test relies on that).

@@ -18,6 +18,7 @@ import torch
 
 import frafer
 from frafer.errors import FraferError
+from frafer.precision import autocast  # noqa: F401  (the loops use common.autocast)
 
 
 class NonFiniteLoss(FraferError):
@@ -85,14 +86,6 @@ def check_resumable(ckpt: Path, budget) -> dict:
 def default_run_dir(out_dir: str, name: str, config_name: str) -> Path:
     """`out_dir/name`, or `out_dir/<config stem>-<time>` when the run has no name."""
     return Path(out_dir) / (name or f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-def autocast(precision: str, device: torch.device):
-    """bf16 / fp16 autocast on `device`, or nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def rng_state(device: torch.device) -> dict:

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from frafer.data.fer_dataset import FERImages, FERSample, collate_fer
+from frafer.data.fer_dataset import FERSample, load_sample_image
 from frafer.errors import FraferError
+from frafer.eval.features import frozen_pass
 from frafer.eval.reports import classification_report, write_report
 
 
@@ -22,20 +21,12 @@ def predict_logits(
     num_workers: int = 0, desc: str = "",
 ) -> tuple[torch.Tensor, np.ndarray, int]:
     """Logits (N', C) and labels (N',) of the readable samples, and how many were unreadable."""
-    loader = DataLoader(FERImages(samples, transform), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_fer)
-    was_training = model.training
-    model.eval()
-    logits, labels, unreadable = [], [], 0
-    for images, targets, _, bad in tqdm(loader, desc=desc or "evaluating", leave=False, disable=not desc):
-        unreadable += bad
-        if len(images):
-            logits.append(model(images.to(device, non_blocking=True)).float().cpu())
-            labels.append(targets)
-    model.train(was_training)
-    if not logits:
+    out = frozen_pass(model, samples, load_sample_image, transform, device, batch_size, num_workers,
+                      desc=desc or "evaluating", modules=[model])
+    if not out.readable.any():
         raise FraferError("no readable image to evaluate")
-    return torch.cat(logits), torch.cat(labels).numpy(), unreadable
+    labels = np.array([s.label for s, ok in zip(samples, out.readable.tolist(), strict=True) if ok])
+    return out.values[out.readable], labels, out.unreadable
 
 
 def evaluate_samples(

@@ -7,28 +7,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-from frafer.data.labelled import LabelledImages, class_folder_items, collate_labelled
+from frafer.data.images import load_rgb
+from frafer.data.labelled import class_folder_items
 from frafer.data.transforms import build_eval_transform
-
-
-@torch.no_grad()
-def extract_features(
-    trunk: nn.Module, loader: DataLoader, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """L2-normalised globally pooled trunk features (N, C), labels (N,), and the number of unreadable files."""
-    was_training = trunk.training
-    trunk.eval()
-    feats, labels, skipped = [], [], 0
-    for x, y, bad in loader:
-        skipped += bad
-        if len(x):
-            f = trunk(x.to(device, non_blocking=True)).float().mean(dim=(2, 3))
-            feats.append(F.normalize(f, dim=1).cpu())
-            labels.append(y)
-    trunk.train(was_training)
-    return torch.cat(feats), torch.cat(labels), skipped
+from frafer.eval.features import frozen_pass, pooled_trunk
 
 
 def knn_predict(
@@ -64,12 +47,16 @@ class KNNMonitor:
         self.train_items, self.classes = class_folder_items(self.train_root)
         self.val_items, _ = class_folder_items(self.val_root, self.classes)
 
-    def _loader(self, items) -> DataLoader:
-        ds = LabelledImages(items, build_eval_transform(self.image_size, self.mean, self.std))
-        return DataLoader(ds, self.batch_size, num_workers=self.num_workers, collate_fn=collate_labelled)
+    def _features(self, trunk: nn.Module, items, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """L2-normalised pooled features (N', C) and labels (N',) of the readable items, and how many were not."""
+        out = frozen_pass(pooled_trunk(trunk), [path for path, _ in items], load_rgb,
+                          build_eval_transform(self.image_size, self.mean, self.std), device, self.batch_size,
+                          self.num_workers, modules=[trunk])
+        labels = torch.tensor([label for _, label in items])
+        return F.normalize(out.values[out.readable], dim=1), labels[out.readable], out.unreadable
 
     def evaluate(self, trunk: nn.Module, device: torch.device) -> dict[str, float]:
-        bank, bank_y, s1 = extract_features(trunk, self._loader(self.train_items), device)
-        val, val_y, s2 = extract_features(trunk, self._loader(self.val_items), device)
+        bank, bank_y, s1 = self._features(trunk, self.train_items, device)
+        val, val_y, s2 = self._features(trunk, self.val_items, device)
         pred = knn_predict(bank, bank_y, val, len(self.classes), self.k, self.temperature)
         return {"knn_top1": 100.0 * (pred == val_y).float().mean().item(), "knn_skipped": s1 + s2}

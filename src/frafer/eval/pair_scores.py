@@ -11,12 +11,11 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from frafer.data.formats.pairs import Pair
-from frafer.data.labelled import LabelledImages, collate_labelled
+from frafer.data.images import load_rgb
 from frafer.errors import FraferError
+from frafer.eval.features import frozen_pass
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, D)
 
@@ -89,24 +88,10 @@ def embed_images(
     the model's device inside embed_fn). Unreadable files are left out of the dict and counted, not fatal.
     """
     unique = list(dict.fromkeys(paths))
-    loader = DataLoader(
-        LabelledImages([(path, i) for i, path in enumerate(unique)], transform),
-        batch_size=batch_size, num_workers=num_workers, collate_fn=collate_labelled,
-    )
-    out: dict = {}
-    unreadable = 0
-    for images, index, bad in tqdm(loader, desc="embedding", unit="batch", disable=not progress):
-        unreadable += bad
-        if not len(index):
-            continue
-        emb = embed_fn(images)
-        if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.shape[0] != len(index):
-            shape = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
-            raise FraferError(f"embed_fn must return a (B, D) tensor for a batch of B={len(index)}, got {shape}")
-        emb = F.normalize(emb.detach().float(), dim=1).cpu()
-        for i, vector in zip(index.tolist(), emb, strict=True):
-            out[unique[i]] = vector
-    return out, unreadable
+    out = frozen_pass(lambda images: embed_fn(images), unique, load_rgb, transform, "cpu", batch_size, num_workers,
+                      desc="embedding" if progress else "")
+    vectors = F.normalize(out.values, dim=1)
+    return {path: vectors[i] for i, path in enumerate(unique) if out.readable[i]}, out.unreadable
 
 
 def evaluate_pairs(

@@ -1,4 +1,4 @@
-"""The expression classifier: a pre-trained trunk, global average pooling and a new linear head (METHOD.md §2)."""
+"""The expression classifier: a pre-trained trunk, global average pooling and a new linear head (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ __all__ = ["FinetuneResult", "finetune", "linear_probe"]
 
 def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False,
              overwrite: bool = False) -> FinetuneResult:
-    """Fine-tune the whole network on expression labels (METHOD.md §2); see the module docstring.
+    """Fine-tune the whole network on expression labels (docs/method.md §4); see the module docstring.
 
     A fresh run into a folder holding another run is refused unless `overwrite` (which clears that run first).
     With folds and data.fold=-1, every fold runs in turn (`frafer.train.cross_validation`).

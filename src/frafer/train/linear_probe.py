@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from frafer.artifacts.feature_store import FeatureStore, feature_identity
 from frafer.config import FinetuneConfig, dump_yaml
-from frafer.data.fer_dataset import FERImages, FERSample, collate_fer
+from frafer.data.fer_dataset import FERSample, load_sample_image
 from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.data.sampling import EpochBatchSampler
 from frafer.data.transforms import build_eval_transform
 from frafer.engine import common, distributed, machine
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.errors import FraferError
+from frafer.eval.features import frozen_pass
 from frafer.eval.reports import classification_report
 from frafer.files import atomic_write_text
 from frafer.methods.heads import get_head, loss_fn
@@ -42,25 +42,11 @@ def extract_features(
     flip_average: bool = False, precision: str = "fp32", desc: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled trunk features (N, C) in sample order, and a (N,) mask of the samples that could be read."""
-    loader = DataLoader(FERImages(samples, transform), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_fer)
-    model.eval()
-    feats, readable = None, torch.zeros(len(samples), dtype=torch.bool)
-    for images, _, index, _ in tqdm(loader, desc=desc or "features", leave=False, disable=not desc):
-        if not len(images):
-            continue
-        images = images.to(device, non_blocking=True)
-        with common.autocast(precision, device):
-            f = model.features(images).float()
-            if flip_average:
-                f = (f + model.features(images.flip(3)).float()) / 2
-        if feats is None:
-            feats = torch.zeros(len(samples), f.shape[1])
-        feats[index] = f.cpu()
-        readable[index] = True
-    if feats is None:
-        feats = torch.zeros(len(samples), model.head.in_features)  # nothing readable: every row masked out
-    return feats, readable
+    out = frozen_pass(model.features, samples, load_sample_image, transform, device, batch_size, num_workers,
+                      flip_average, precision, desc, modules=[model])
+    if not out.readable.any():  # nothing readable: every row masked out
+        return torch.zeros(len(samples), model.head.in_features), out.readable
+    return out.values, out.readable
 
 
 def _probe_state(model) -> dict[str, torch.Tensor]:
