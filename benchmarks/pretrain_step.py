@@ -2,12 +2,13 @@
 
 The ideal ratio is about 2.7 for the trunk alone: FRA runs two views forward and backward through the online network
 and two forward through the momentum network, against one view forward and backward for supervised training. The
-heads add to that: docs/method.md's projectors and predictors are 4096 wide whatever the trunk, and the dense projector runs
-at every pixel, so on a small trunk they are a real share of the work. The script therefore also counts each step's
-matrix-multiply and convolution FLOPs (torch's FlopCounterMode) and prints their ratio: the floor the timed ratio
-would reach if every FLOP ran at the same speed. Steps are timed in alternation (supervised, BYOL, FRA, MoCo v2,
-supervised, …) so machine noise hits all of them alike; medians are reported. Each method's step is the one the
-pre-training loop runs: the method's model, loss, optimiser and momentum update, from `frafer.methods`.
+heads add to that: the method's projectors and predictors (docs/method.md) are 4096 wide whatever the trunk, and
+the dense projector runs at every pixel, so on a small trunk they are a real share of the work. The script
+therefore also counts each step's matrix-multiply and convolution FLOPs (torch's FlopCounterMode) and prints their
+ratio: the floor the timed ratio would reach if every FLOP ran at the same speed. Steps are timed in alternation
+(supervised, BYOL, FRA, MoCo v2, supervised, …) so machine noise hits all of them alike; medians are reported.
+Each method's step is the one the pre-training loop runs: the method's model, loss, optimiser and momentum update,
+from `frafer.methods`.
 
     python benchmarks/pretrain_step.py                       # ResNet-18, 112 px, batch 32, CPU
     python benchmarks/pretrain_step.py --arch resnet50 --size 224 --batch 64 --device cuda --precision bf16

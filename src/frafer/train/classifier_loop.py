@@ -15,28 +15,19 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from frafer.artifacts.bundle import load_bundle
-from frafer.artifacts.checkpoint import (
-    WEIGHTS,
-    load_state,
-    load_weights,
-    save_checkpoint,
-)
 from frafer.artifacts.trunk_init import TrunkLayout
-from frafer.config import FinetuneConfig, dump_yaml
+from frafer.config import FinetuneConfig
 from frafer.data.fer_dataset import FERImages, collate_fer
 from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.data.sampling import EpochBatchSampler
 from frafer.data.transforms import build_eval_transform, build_fer_train_transform
-from frafer.engine import common, distributed, machine
+from frafer.engine import common, distributed, machine, session
 from frafer.engine.metrics_log import MetricsLogger
-from frafer.errors import FraferError
 from frafer.eval.evaluate import evaluate_samples
-from frafer.files import atomic_write_text
 from frafer.methods.heads import get_head, loss_fn
 from frafer.optim import lr_at, plan_budget
 from frafer.train.downstream_common import FinetuneResult, build_classifier, resolve_run_dir, save_model, write_results
@@ -46,16 +37,11 @@ _NAN_ADVICE = "Lower optim.lr, raise optim.warmup_epochs or use train.precision=
 
 def run_classifier(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bool = False,
          splits: FERSplits | None = None) -> FinetuneResult:
-    ctx = distributed.setup(cfg.train.device)
-    try:
-        if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
-            raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    with session.training_session(cfg.train.device, cfg.train.precision) as ctx:
         mode = "linear_probe" if frozen else "finetune"
         run_dir = resolve_run_dir(cfg, run_dir, mode)
-        common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once, cleared only once it writes
+        session.check_run_dir(run_dir, resume, overwrite, ctx)  # refused at once, cleared only once it writes
         return _train(cfg, run_dir, resume, frozen, ctx, splits, overwrite)
-    finally:
-        distributed.teardown()
 
 
 
@@ -110,20 +96,12 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
 
     step, history, best = 0, [], None
     if ckpt is not None:
-        step, history, best = _restore(ckpt, model, optimizer, scaler, device, budget)
-    if ctx.is_main:
-        common.claim_run_dir(run_dir, resume, overwrite)  # an overwritten run is cleared only now, when all is set
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-        if ckpt is None:
-            atomic_write_text(run_dir / "init.json", json.dumps(init_record, indent=2))
-            info = common.run_info(t.seed, ctx.world_size, device) | {"mode": mode, "data": splits.summary()}
-            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+        step, meta = session.restore_state(ckpt, model, optimizer, scaler, device, budget)
+        history, best = meta.get("history", []), meta.get("best")
+    session.write_run_record(run_dir, cfg, ctx, ckpt is not None, overwrite,
+                             {"mode": mode, "data": splits.summary()}, {"init.json": json.dumps(init_record, indent=2)})
     logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
-    net = model
-    if ctx.world_size > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids)
+    net = session.wrap_ddp(model, ctx)
     loader = DataLoader(
         FERImages(train_samples, train_tf, target_fn), batch_sampler=sampler, num_workers=cfg.data.num_workers,
         collate_fn=collate_fer, pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
@@ -137,14 +115,9 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
                                 desc)
 
     def checkpoint(reason: str) -> None:
-        if ctx.is_main:
-            state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                     "rng": common.rng_state(device)}
-            meta = {"step": step, "epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch,
-                    "total_steps": budget.total, "loss": result.last_loss, "reason": reason, "history": history,
-                    "best": best}
-            save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
-        distributed.barrier()
+        meta = {"epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch, "total_steps": budget.total,
+                "loss": result.last_loss, "reason": reason, "history": history, "best": best}
+        session.save_state(run_dir, step, model, optimizer, scaler, ctx, meta, t.keep_checkpoints)
 
     def validation_due() -> bool:
         """After every `eval_every_epochs` whole epochs, and at the run's end (a partial last epoch too)."""
@@ -172,7 +145,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
         # resumed from a checkpoint taken at an epoch's end before its validation was recorded (Ctrl-C while
         # validating): validate now, so that epoch still takes part in model selection
         best = validate_epoch(finished, best)
-    try:
+    with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: step):
         while step < budget.stop:
             epoch, start_batch = divmod(step, steps_per_epoch)
             sampler.set_epoch(epoch, start_batch)
@@ -221,13 +194,6 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
             elif ctx.is_main:
                 tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: loss {result.last_loss:.4f}")
             checkpoint("epoch")
-    except KeyboardInterrupt:
-        result.stopped = "interrupted"
-        if ctx.is_main:
-            tqdm.write(f"interrupted at step {step}: saving a checkpoint to resume from")
-        checkpoint("interrupted")
-        logger.close()
-        raise
     result.stopped = "completed" if step >= budget.total else "max_steps"
     if not budget.ends_epoch(step):
         checkpoint(result.stopped)
@@ -257,20 +223,3 @@ def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epo
                                    "test": evaluate(splits.test, "testing", selected) if splits.test else None}
     write_results(run_dir, results, splits.classes, reports_dir, header=f"{mode} on {splits.name}")
     return results
-
-
-
-def _restore(ckpt: Path, model, optimizer, scaler, device, budget):
-    meta = common.check_resumable(ckpt, budget)
-    try:
-        model.load_state_dict(load_weights(ckpt / WEIGHTS))
-    except RuntimeError as err:
-        raise FraferError(f"checkpoint {ckpt} does not match the model ({str(err).splitlines()[0]})") from None
-    state = load_state(ckpt / "state.pt")
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    common.set_rng_state(state["rng"], device)
-    tqdm.write(f"resuming from {ckpt} at step {state['step']}")
-    return int(state["step"]), meta.get("history", []), meta.get("best")
-
-

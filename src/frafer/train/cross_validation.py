@@ -32,12 +32,15 @@ def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = Fals
     """Run `mode` (finetune | linear_probe) on every fold of `cfg.data`; returns the last fold's result with the
     fold table in `.results["folds"]`."""
     run_dir = Path(run_dir)
-    common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once
+    # Under torchrun the main process alone checks, clears and writes the parent folder: another process checking
+    # it could find the main one's fresh files and refuse its own run (no process group exists yet to wait on).
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once
     dataset = read_configured_dataset(cfg.data)  # parsed once, whatever the number of folds
     _, folds = fold_plan(dataset, cfg.data, cfg.train.seed)
-    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun the main process clears and writes the table
-    common.claim_run_dir(run_dir, resume, overwrite, keep=("features",), clear=main)  # once the folds are known
     if main:
+        common.claim_run_dir(run_dir, resume, overwrite, keep=("features",))  # cleared once the folds are known
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         tqdm.write(f"{dataset.name}: {len(folds)} folds, {mode}")

@@ -9,7 +9,6 @@ data → model → optimiser → (resume) → epochs of steps → checkpoint →
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -17,17 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from frafer.artifacts.checkpoint import (
-    WEIGHTS,
-    load_state,
-    load_weights,
-    save_checkpoint,
-)
-from frafer.config import PretrainConfig, dump_yaml
+from frafer.config import PretrainConfig
 from frafer.data.formats.folders import list_images
 from frafer.data.formats.pairs import read_pairs
 from frafer.data.formats.vggface2 import list_vggface2
@@ -35,13 +27,12 @@ from frafer.data.sampling import EpochBatchSampler
 from frafer.data.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
 from frafer.data.synthetic import SyntheticFaces
 from frafer.data.transforms import TwoViewTransform
-from frafer.engine import common, distributed, machine
+from frafer.engine import common, distributed, machine, session
 from frafer.engine.common import NonFiniteLoss
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.errors import FraferError
 from frafer.eval.knn import KNNMonitor
 from frafer.eval.verification import verify_trunk
-from frafer.files import atomic_write_text
 from frafer.methods import get_method
 from frafer.methods.base import update_momentum
 from frafer.models.norm import convert_to_global_bn
@@ -117,15 +108,10 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path | None = None, resume: boo
 
     A fresh run into a folder holding another run is refused unless `overwrite` (which clears that run first).
     """
-    ctx = distributed.setup(cfg.train.device)
-    try:
-        if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
-            raise FraferError("config key 'train.precision': fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    with session.training_session(cfg.train.device, cfg.train.precision) as ctx:
         run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-        common.claim_run_dir(run_dir, resume, overwrite, clear=False)  # refused at once, cleared only once it writes
+        session.check_run_dir(run_dir, resume, overwrite, ctx)  # refused at once, cleared only once it writes
         return _pretrain(cfg, run_dir, resume, ctx, overwrite)
-    finally:
-        distributed.teardown()
 
 
 def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed.Context,
@@ -161,38 +147,21 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
 
     step = 0
-    if resume:
-        ckpt = common.resume_from(run_dir)
-        if ckpt is not None:
-            step = _restore(ckpt, model, optimizer, scaler, device, budget, cfg.method)
-    if ctx.is_main:
-        common.claim_run_dir(run_dir, resume, overwrite)  # an overwritten run is cleared only now, when all is set
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-        if not (run_dir / "run.json").exists() or not resume:
-            info = {"method": cfg.method, **common.run_info(t.seed, ctx.world_size, device)}
-            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+    ckpt = common.resume_from(run_dir) if resume else None
+    if ckpt is not None:
+        step, _ = session.restore_state(ckpt, model, optimizer, scaler, device, budget,
+                                        lambda meta: _check_resumable(meta, ckpt, cfg.method))
+    session.write_run_record(run_dir, cfg, ctx, resume, overwrite, {"method": cfg.method})
     logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
-
-    net = model
-    if ctx.world_size > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    net = session.wrap_ddp(model, ctx, broadcast_buffers=False)  # each network keeps its own BN statistics
     loader = build_loader(dataset, sampler, cfg.data.num_workers, pin=device.type == "cuda")
     skipped = SkipReport()
     result = PretrainResult(run_dir, step, math.nan)
 
     def checkpoint(reason: str) -> None:
-        if ctx.is_main:
-            state = {
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                "rng": common.rng_state(device),
-            }
-            meta = {"step": step, "epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch,
-                    "total_steps": budget.total, "loss": result.last_loss, "reason": reason,
-                    "layout": CHECKPOINT_LAYOUT, "method": cfg.method}
-            save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, meta, t.keep_checkpoints)
-        distributed.barrier()
+        meta = {"epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch, "total_steps": budget.total,
+                "loss": result.last_loss, "reason": reason, "layout": CHECKPOINT_LAYOUT, "method": cfg.method}
+        session.save_state(run_dir, step, model, optimizer, scaler, ctx, meta, t.keep_checkpoints)
 
     def run_monitor(epoch: float) -> None:
         # The monitors' DataLoaders draw seeds from the global RNG; a forked RNG keeps a watched run identical
@@ -224,7 +193,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
         run_monitor(0)
 
     model.train()
-    try:
+    with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: step):
         while step < budget.stop:
             epoch, start_batch = divmod(step, steps_per_epoch)
             sampler.set_epoch(epoch, start_batch)
@@ -275,13 +244,6 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                 run_monitor(finished)
                 if ctx.is_main:
                     tqdm.write(f"epoch {finished:g}/{budget.epochs:g} step {step}: loss {result.last_loss:.4f}")
-    except KeyboardInterrupt:
-        result.stopped = "interrupted"
-        if ctx.is_main:
-            tqdm.write(f"interrupted at step {step}: saving a checkpoint to resume from")
-        checkpoint("interrupted")
-        logger.close()
-        raise
     result.stopped = "completed" if step >= budget.total else "max_steps"
     checkpoint(result.stopped)
     logger.close()
@@ -300,28 +262,15 @@ def _report_skipped(skipped: SkipReport, ctx: distributed.Context, logger, step:
     skipped.reset()
 
 
-def _restore(ckpt: Path, model, optimizer, scaler, device: torch.device, budget, method: str) -> int:
-    meta = common.check_resumable(ckpt, budget)
+def _check_resumable(meta: dict, ckpt: Path, method: str) -> None:
+    """A pre-training checkpoint resumes only in its own layout and with its own method."""
     if meta.get("layout", 1) != CHECKPOINT_LAYOUT:
         raise FraferError(
-            f"cannot resume {ckpt}: it was written by an earlier frafer (checkpoint layout {meta.get('layout', 1)}, "
-            f"this version writes {CHECKPOINT_LAYOUT}: DETR's query decoder, bias-free projector outputs, the "
-            "official LARS buffer), so its decoder, projectors and optimiser state would be read wrongly. Start a "
-            "new run; its trunk still initialises fine-tuning and probes (model.init=<run>)"
+            f"cannot resume {ckpt}: it was written by an earlier frafer (checkpoint layout "
+            f"{meta.get('layout', 1)}, this version writes {CHECKPOINT_LAYOUT}: DETR's query decoder, bias-free "
+            "projector outputs, the official LARS buffer), so its decoder, projectors and optimiser state would be "
+            "read wrongly. Start a new run; its trunk still initialises fine-tuning and probes (model.init=<run>)"
         )
     if meta.get("method") != method:
-        raise FraferError(f"cannot resume {ckpt}: it was pre-trained with method {meta.get('method')}, the config "
-                          f"says method {method}; resume with the run's own config.yaml")
-    weights = load_weights(ckpt / WEIGHTS)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise FraferError(
-            f"checkpoint {ckpt} does not match the configured model "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    state = load_state(ckpt / "state.pt")
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    common.set_rng_state(state["rng"], device)
-    tqdm.write(f"resuming from {ckpt} at step {state['step']}")
-    return int(state["step"])
+        raise FraferError(f"cannot resume {ckpt}: it was pre-trained with method {meta.get('method')}, the "
+                          f"config says method {method}; resume with the run's own config.yaml")
