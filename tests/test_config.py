@@ -1,5 +1,7 @@
 """Config schema: defaults from docs/method.md, overrides, and the named errors a user gets."""
 
+from pathlib import Path
+
 import pytest
 
 from frafer.cli import main
@@ -104,3 +106,28 @@ def test_methods_lists_every_method_and_head_and_an_unknown_method_exits_2(capsy
     assert main(["config", "method=nosuch"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["frafer: error: unknown method 'nosuch' (known: fra, byol, moco_v2)"]
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_recipe_loads(recipe):
+    from frafer.config import FinetuneConfig
+
+    cls = FinetuneConfig if recipe.parent.name == "finetune" or "finetune" in recipe.stem else PretrainConfig
+    cfg = load_config(recipe, ["data.root=/data"], cls)
+    if cls is PretrainConfig:
+        assert cfg.method in ("fra", "byol", "moco_v2")
+
+
+def test_a_recipe_starts_from_its_base_section_by_section(tmp_path):
+    from frafer.config import FinetuneConfig
+
+    (tmp_path / "_base.yaml").write_text("optim: {lr: 0.001, weight_decay: 0.5}\ntrain: {epochs: 3}\n")
+    (tmp_path / "r.yaml").write_text("base: _base.yaml\noptim: {lr: 0.002}\ndata: {root: /d}\n")
+    cfg = load_config(tmp_path / "r.yaml", [], FinetuneConfig)
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.epochs) == (0.002, 0.5, 3.0)
+    (tmp_path / "_base.yaml").write_text("base: r.yaml\n")
+    with pytest.raises(FraferError, match="leads back to itself"):
+        load_config(tmp_path / "r.yaml", [], FinetuneConfig)

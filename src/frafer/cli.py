@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from pathlib import Path
 
+from frafer.config import Arch
 from frafer.errors import FraferError
 
 
@@ -60,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads of torch (0 = the default)")
     ver.add_argument("--out", help="result JSON (default: verification_<pairs>_<root folder>.json beside the "
                      "weights; for 'none', in the current folder)")
-    ver.add_argument("--arch", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet50_slim"],
+    ver.add_argument("--arch", default="resnet50", choices=typing.get_args(Arch),
                      help="random-init trunk (checkpoint 'none' only)")
     ver.add_argument("--blocks", type=int, nargs=4, metavar="N", help="blocks per stage of the random-init trunk")
     ver.add_argument("--width", type=int, default=64, help="first-stage channels of the random-init trunk")

@@ -26,6 +26,18 @@ def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = N
     return field(default=default, metadata=meta)
 
 
+Arch = Literal["resnet18", "resnet34", "resnet50", "resnet50_slim"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def _mean():
+    return _f((0.5231, 0.4044, 0.3489), "normalisation mean (VGGFace2)")
+
+
+def _std():
+    return _f((0.2536, 0.2194, 0.2070), "normalisation std (VGGFace2)")
+
+
 @dataclass
 class SyntheticConfig:
     num_images: int = _f(4096, "images generated for data.source=synthetic", lo=1)
@@ -61,13 +73,13 @@ class AugConfig:
     blur_p: tuple[float, float] = _f((1.0, 0.1), "Gaussian blur probability for view 1 / view 2")
     blur_sigma: tuple[float, float] = _f((0.1, 2.0), "Gaussian blur sigma range")
     solarize_p: tuple[float, float] = _f((0.0, 0.2), "solarisation probability for view 1 / view 2")
-    mean: tuple[float, float, float] = _f((0.5231, 0.4044, 0.3489), "normalisation mean (VGGFace2)")
-    std: tuple[float, float, float] = _f((0.2536, 0.2194, 0.2070), "normalisation std (VGGFace2)")
+    mean: tuple[float, float, float] = _mean()
+    std: tuple[float, float, float] = _std()
 
 
 @dataclass
 class ModelConfig:
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet50_slim"] = _f("resnet50", "trunk architecture")
+    arch: Arch = _f("resnet50", "trunk architecture")
     blocks: list[int] = _f([], "residual blocks per stage; empty = the arch's own (resnet50_slim: 3,4,4,2)")
     width: int = _f(64, "channels of the first stage (64 = torchvision layout; smaller for tiny CPU runs)", lo=1)
     remove_maxpool: bool = _f(False, "drop the stem max-pool (output stride 16) for small images; no weights change")
@@ -121,25 +133,31 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """What every run's `train:` section has, pre-training and downstream alike (declared here once)."""
+
     name: str = _f("", "run name; empty = <config file stem>-<time>")
     out_dir: str = _f("runs", "folder holding run folders")
-    epochs: float = _f(50.0, "run length in epochs, fractions allowed (2.5); every schedule spans exactly it",
-                       lo=0, lo_open=True)
     steps: int = _f(0, "run length in optimizer steps; overrides train.epochs when > 0", lo=0)
-    batch_size: int = _f(512, "global batch (split evenly over processes)", lo=2)
-    precision: Literal["fp32", "bf16", "fp16"] = _f("bf16", "bf16 autocast (CPU/CUDA) or fp16 + grad scaler (CUDA)")
+    precision: Precision = _f("bf16", "bf16 autocast (CPU/CUDA) or fp16 + grad scaler (CUDA)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
-    seed: int = _f(0, "seed of weights, data order and augmentation")
-    sync_bn: bool = _f(True, "batch-norm statistics over the global batch when distributed")
     log_every: int = _f(10, "steps between metric lines", lo=1)
-    checkpoint_every: int = _f(1000, "steps between checkpoints (and one at the end)", lo=1)
     keep_checkpoints: int = _f(2, "checkpoints kept on disk", lo=1)
     tensorboard: bool = _f(True, "also write TensorBoard event files")
     max_steps: int = _f(0, "interrupt the run at this step with a checkpoint (0 = never); --resume continues the "
                         "same schedules", lo=0)
     threads: int = _f(0, "CPU threads of torch per process (0 = the process's share of the cores, less one per data "
                       "worker)", lo=0)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    epochs: float = _f(50.0, "run length in epochs, fractions allowed (2.5); every schedule spans exactly it",
+                       lo=0, lo_open=True)
+    batch_size: int = _f(512, "global batch (split evenly over processes)", lo=2)
+    seed: int = _f(0, "seed of weights, data order and augmentation")
+    sync_bn: bool = _f(True, "batch-norm statistics over the global batch when distributed")
+    checkpoint_every: int = _f(1000, "steps between checkpoints (and one at the end)", lo=1)
 
 
 @dataclass
@@ -230,17 +248,15 @@ class FERAugConfig:
     rotate: float = _f(10.0, "random rotation range in degrees (±)", lo=0, hi=180)
     erase_p: float = _f(0.25, "random erasing probability", lo=0, hi=1)
     erase_scale: tuple[float, float] = _f((0.02, 0.25), "random erasing area range")
-    mean: tuple[float, float, float] = _f((0.5231, 0.4044, 0.3489), "normalisation mean (VGGFace2)")
-    std: tuple[float, float, float] = _f((0.2536, 0.2194, 0.2070), "normalisation std (VGGFace2)")
+    mean: tuple[float, float, float] = _mean()
+    std: tuple[float, float, float] = _std()
 
 
 @dataclass
 class FERModelConfig:
     init: str = _f("none", "pre-trained weights: an FRA run / checkpoint, a torchvision-layout .safetensors or "
                    ".pth state dict, or none (random init)")
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet50_slim"] = _f(
-        "resnet50", "trunk for init=none; with weights, the layout is read from the weights themselves"
-    )
+    arch: Arch = _f("resnet50", "trunk for init=none; with weights, the layout is read from the weights themselves")
     blocks: list[int] = _f([], "residual blocks per stage for init=none (empty = the arch's own)")
     width: int = _f(64, "first-stage channels for init=none", lo=1)
     remove_maxpool: bool = _f(False, "drop the stem max-pool (an FRA run's own setting wins when init is a run)")
@@ -277,27 +293,15 @@ class ProbeConfig:
 
 
 @dataclass
-class FinetuneTrainConfig:
-    name: str = _f("", "run name; empty = <config file stem>-<time>")
-    out_dir: str = _f("runs", "folder holding run folders")
+class FinetuneTrainConfig(RunConfig):
     epochs: float = _f(100.0, "fine-tuning length in epochs, fractions allowed (2.5); every schedule spans exactly it",
                        lo=0, lo_open=True)
-    steps: int = _f(0, "fine-tuning length in optimizer steps; overrides train.epochs when > 0", lo=0)
     batch_size: int = _f(256, "global batch (split evenly over processes)", lo=1)
-    precision: Literal["fp32", "bf16", "fp16"] = _f("bf16", "bf16 autocast (CPU/CUDA) or fp16 + grad scaler (CUDA)")
-    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     seed: int = _f(0, "seed of the head, data order, augmentation and crowd-label draws")
     select: Literal["last", "val"] = _f(
         "val", "also keep the epoch best on the validation split (the last epoch is always reported too)"
     )
-    eval_every_epochs: int = _f(1, "epochs between validation passes", lo=1)
-    log_every: int = _f(10, "steps between metric lines", lo=1)
-    keep_checkpoints: int = _f(2, "checkpoints kept on disk (one per epoch)", lo=1)
-    tensorboard: bool = _f(True, "also write TensorBoard event files")
-    max_steps: int = _f(0, "interrupt the run at this step with a checkpoint (0 = never); --resume continues the "
-                        "same schedules", lo=0)
-    threads: int = _f(0, "CPU threads of torch per process (0 = the process's share of the cores, less one per data "
-                      "worker)", lo=0)
+    eval_every_epochs: int = _f(1, "epochs between validation passes (a checkpoint after each epoch)", lo=1)
 
 
 @dataclass
@@ -510,7 +514,9 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, _within: tuple[Path, ...] = ()) -> dict:
+    """A recipe as a plain tree. `base: other.yaml` (relative to the recipe) starts it from another recipe's tree,
+    section by section, so blocks several recipes share are written once."""
     path = Path(path)
     if not path.is_file():
         raise FraferError(f"config file {path} does not exist")
@@ -520,7 +526,15 @@ def read_yaml(path: str | Path) -> dict:
         raise FraferError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise FraferError(f"config file {path}: expected a mapping at the top level")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise FraferError(f"config file {path}: 'base' must name another recipe file, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in (*_within, path.resolve()):
+        raise FraferError(f"config file {path}: 'base: {base}' leads back to itself")
+    return _merge(read_yaml(base_path, (*_within, path.resolve())), data)
 
 
 def _merge(base: dict, top: dict) -> dict:
