@@ -138,8 +138,47 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
         tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: {loss}val top-1 {report['top1']:.2f}%{mark}")
         return best
 
+    def train_one_epoch() -> int:
+        """From `step` to the end of its epoch (or to the run's stop); returns the unreadable images it skipped."""
+        nonlocal step
+        epoch, start_batch = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch, start_batch)
+        bar = tqdm(loader, total=len(sampler), desc=f"{mode} epoch {epoch + 1}/{math.ceil(budget.epochs)}",
+                   disable=not ctx.is_main, dynamic_ncols=True, leave=False)
+        tick, seen, unreadable = time.perf_counter(), 0, 0
+        for images, targets, _, bad in bar:
+            unreadable += bad
+            lr_scale = lr_at(step, budget.total, budget.warmup, 1.0, 0.0)
+            for g in optimizer.param_groups:
+                g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
+            with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
+                if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
+                    with common.autocast(t.precision, device):
+                        logits = net(images.to(device, non_blocking=True))
+                    loss = criterion(logits.float(), targets.to(device))
+                    common.check_finite(step, {"loss": loss}, _NAN_ADVICE)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.optim.grad_clip > 0 and not frozen:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    result.last_loss = loss.item()
+                step += 1
+            seen += len(images) * ctx.world_size
+            result.step = step
+            if step % t.log_every == 0 or step == budget.stop:
+                rate = seen / max(time.perf_counter() - tick, 1e-9)
+                lr_now = optimizer.param_groups[0]["lr"]
+                logger.log(step, {"loss": result.last_loss, "lr": lr_now, "img_per_s": rate}, prefix="train")
+                bar.set_postfix(loss=f"{result.last_loss:.4f}", lr=f"{lr_now:.2e}", img_s=f"{rate:.0f}")
+            if step >= budget.stop:
+                break
+        bar.close()
+        return unreadable
+
     model.train()
-    unreadable = 0
     finished = budget.epoch(step)
     if budget.ends_epoch(step) and validation_due() and all(r["epoch"] != finished for r in history):
         # resumed from a checkpoint taken at an epoch's end before its validation was recorded (Ctrl-C while
@@ -147,48 +186,13 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
         best = validate_epoch(finished, best)
     with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: step):
         while step < budget.stop:
-            epoch, start_batch = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch, start_batch)
-            bar = tqdm(loader, total=len(sampler), desc=f"{mode} epoch {epoch + 1}/{math.ceil(budget.epochs)}",
-                       disable=not ctx.is_main, dynamic_ncols=True, leave=False)
-            tick, seen = time.perf_counter(), 0
-            for images, targets, _, bad in bar:
-                unreadable += bad
-                lr_scale = lr_at(step, budget.total, budget.warmup, 1.0, 0.0)
-                for g in optimizer.param_groups:
-                    g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
-                with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
-                    if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
-                        with common.autocast(t.precision, device):
-                            logits = net(images.to(device, non_blocking=True))
-                        loss = criterion(logits.float(), targets.to(device))
-                        common.check_finite(step, {"loss": loss}, _NAN_ADVICE)
-                        optimizer.zero_grad(set_to_none=True)
-                        scaler.scale(loss).backward()
-                        if cfg.optim.grad_clip > 0 and not frozen:
-                            scaler.unscale_(optimizer)
-                            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                        scaler.step(optimizer)
-                        scaler.update()
-                        result.last_loss = loss.item()
-                    step += 1
-                seen += len(images) * ctx.world_size
-                result.step = step
-                if step % t.log_every == 0 or step == budget.stop:
-                    rate = seen / max(time.perf_counter() - tick, 1e-9)
-                    lr_now = optimizer.param_groups[0]["lr"]
-                    logger.log(step, {"loss": result.last_loss, "lr": lr_now, "img_per_s": rate}, prefix="train")
-                    bar.set_postfix(loss=f"{result.last_loss:.4f}", lr=f"{lr_now:.2e}", img_s=f"{rate:.0f}")
-                if step >= budget.stop:
-                    break
-            bar.close()
+            unreadable = train_one_epoch()
             if not budget.ends_epoch(step):
                 break  # interrupted inside an epoch by max_steps
             finished = budget.epoch(step)
             if ctx.is_main and unreadable:
                 tqdm.write(f"skipped {unreadable} unreadable image(s) in epoch {finished:g}")
                 logger.log(step, {"unreadable": unreadable}, prefix="data")
-            unreadable = 0
             if validation_due():
                 best = validate_epoch(finished, best)
             elif ctx.is_main:

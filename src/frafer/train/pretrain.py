@@ -189,55 +189,56 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
                        f"{v['accuracy']:.2f}% ± {v['std']:.2f} (AUC {v['auc']:.2f})")
         distributed.barrier()
 
+    def train_one_epoch() -> None:
+        """From `step` to the end of its epoch (or to the run's stop): steps, logging, periodic checkpoints."""
+        nonlocal step
+        epoch, start_batch = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch, start_batch)
+        bar = tqdm(loader, total=len(sampler), desc=f"epoch {epoch + 1}/{math.ceil(budget.epochs)}",
+                   disable=not ctx.is_main, dynamic_ncols=True, leave=False)
+        tick, seen = time.perf_counter(), 0
+        for view1, view2, bad in bar:
+            skipped.add(bad)
+            lr = lr_at(step, budget.total, budget.warmup, peak_lr, cfg.optim.min_lr)
+            set_lr(optimizer, lr)
+            with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
+                view1 = view1.to(device, non_blocking=True)
+                view2 = view2.to(device, non_blocking=True)
+                with common.autocast(t.precision, device):
+                    out = net(view1, view2)
+                loss, parts = method.loss(out, cfg)
+                common.check_finite(step, parts, _NAN_ADVICE)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.optim.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                ema = momentum_at(step, budget.total, cfg.optim.ema_base, cfg.optim.ema_final)
+                update_momentum(momentum_pairs, ema)
+                step += 1
+            seen += view1.shape[0] * ctx.world_size
+            result.step = step
+            if step % t.log_every == 0 or step == budget.stop:
+                parts = distributed.mean_over_processes(parts)
+                result.last_loss = float(parts["loss"])
+                rate = seen / max(time.perf_counter() - tick, 1e-9)
+                values = {k: float(v) for k, v in parts.items()} | {"lr": lr, "ema": ema, "img_per_s": rate}
+                logger.log(step, values, prefix="train")
+                bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"img/s": f"{rate:.0f}"})
+            if step % t.checkpoint_every == 0 and step < budget.stop:
+                checkpoint("periodic")
+            if step >= budget.stop:
+                break
+        bar.close()
+
     if step == 0 and cfg.monitor.knn_at_start:
         run_monitor(0)
-
     model.train()
     with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: step):
         while step < budget.stop:
-            epoch, start_batch = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch, start_batch)
-            bar = tqdm(
-                loader, total=len(sampler), desc=f"epoch {epoch + 1}/{math.ceil(budget.epochs)}",
-                disable=not ctx.is_main,
-                dynamic_ncols=True, leave=False,
-            )
-            tick, seen = time.perf_counter(), 0
-            for view1, view2, bad in bar:
-                skipped.add(bad)
-                lr = lr_at(step, budget.total, budget.warmup, peak_lr, cfg.optim.min_lr)
-                set_lr(optimizer, lr)
-                with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
-                    view1 = view1.to(device, non_blocking=True)
-                    view2 = view2.to(device, non_blocking=True)
-                    with common.autocast(t.precision, device):
-                        out = net(view1, view2)
-                    loss, parts = method.loss(out, cfg)
-                    common.check_finite(step, parts, _NAN_ADVICE)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.optim.grad_clip > 0:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    ema = momentum_at(step, budget.total, cfg.optim.ema_base, cfg.optim.ema_final)
-                    update_momentum(momentum_pairs, ema)
-                    step += 1
-                seen += view1.shape[0] * ctx.world_size
-                result.step = step
-                if step % t.log_every == 0 or step == budget.stop:
-                    parts = distributed.mean_over_processes(parts)
-                    result.last_loss = float(parts["loss"])
-                    rate = seen / max(time.perf_counter() - tick, 1e-9)
-                    values = {k: float(v) for k, v in parts.items()} | {"lr": lr, "ema": ema, "img_per_s": rate}
-                    logger.log(step, values, prefix="train")
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"img/s": f"{rate:.0f}"})
-                if step % t.checkpoint_every == 0 and step < budget.stop:
-                    checkpoint("periodic")
-                if step >= budget.stop:
-                    break
-            bar.close()
+            train_one_epoch()
             _report_skipped(skipped, ctx, logger, step)
             if budget.ends_epoch(step):
                 finished = budget.epoch(step)
