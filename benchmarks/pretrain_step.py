@@ -63,7 +63,9 @@ def supervised_step_fn(args, device):
 
 
 def ssl_step_fn(args, device, method_name: str):
-    cfg = load_config(None, [f"method={method_name}", f"model.arch={args.arch}", f"train.batch_size={args.batch}"])
+    extra = [f"moco.bn_batch={max(1, args.batch // 2)}"] if method_name == "moco_v2" else []  # shuffle-BN: 2 BN batches
+    cfg = load_config(None, [f"method={method_name}", f"model.arch={args.arch}", f"train.batch_size={args.batch}",
+                             "data.source=synthetic", *extra])
     method = get_method(method_name)
     model = method.build(cfg).to(device)
     opt = build_pretrain_optimizer(cfg.optim, torch.nn.ModuleList(method.trainable(model)), 0.1)

@@ -47,12 +47,17 @@ def test_queue_is_first_in_first_out_and_its_pointer_wraps():
 
 
 def test_forward_gives_the_queue_before_this_batch_and_then_enqueues_its_keys():
-    model = _moco(queue_size=8)
+    model = _moco(queue_size=8, bn_batch=2)
     before = model.queue.clone()
     out = model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
     assert torch.equal(out["negatives"], before)
     assert torch.allclose(model.queue[:4], out["key"]) and int(model.queue_ptr) == 4
     assert torch.allclose(out["query"].norm(dim=1), torch.ones(4)) and not out["key"].requires_grad
+
+
+def test_one_bn_batch_on_one_process_is_warned_about():
+    with pytest.warns(UserWarning, match="share one batch-norm batch"):
+        _moco(bn_batch=32)(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
 
 
 def test_shuffle_bn_normalises_keys_in_other_batches_than_their_queries():

@@ -13,6 +13,7 @@ in order. One process with 2·n images and two processes with n each give the sa
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,10 @@ class MoCo(nn.Module):
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
         """Queries of view 1, keys of view 2 and the queue as it was before this batch's keys joined it."""
+        if self.training and world_size() == 1 and len(view1) <= self.bn_batch:
+            warnings.warn(f"MoCo v2 on one process with a batch of {len(view1)} <= moco.bn_batch={self.bn_batch}: "
+                          "queries and keys share one batch-norm batch, which shuffle-BN cannot separate; use a "
+                          "batch of at least 2 x moco.bn_batch", stacklevel=2)
         q = F.normalize(_in_bn_batches(self.online, view1, self.bn_batch), dim=1)  # (B, dim)
         k = self.keys(view2)  # (B, dim), no gradient
         negatives = self.queue.clone()  # (K, dim)
