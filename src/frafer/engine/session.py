@@ -53,12 +53,12 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, ctx: distributed
 
 
 def write_run_record(run_dir: Path, cfg, ctx: distributed.Context, resume: bool, overwrite: bool,
-                     info: dict, files: dict[str, str] | None = None) -> None:
-    """Claim the folder (an overwritten run is cleared only now, when everything is set), then write config.yaml
-    and, for a fresh run, run.json (seed, versions, commit, machine + `info`) and any other `files`."""
+                     info: dict, files: dict[str, str] | None = None, keep: tuple[str, ...] = ()) -> None:
+    """Claim the folder (an overwritten run is cleared only now, when everything is set; `keep` survives), then
+    write config.yaml and, for a fresh run, run.json (seed, versions, commit, machine + `info`) and `files`."""
     if not ctx.is_main:
         return
-    common.claim_run_dir(run_dir, resume, overwrite)
+    common.claim_run_dir(run_dir, resume, overwrite, keep=keep)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     if resume and (run_dir / "run.json").exists():

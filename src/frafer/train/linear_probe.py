@@ -20,17 +20,16 @@ import torch
 from tqdm import tqdm
 
 from frafer.artifacts.feature_store import FeatureStore, feature_identity
-from frafer.config import FinetuneConfig, dump_yaml
+from frafer.config import FinetuneConfig
 from frafer.data.fer_dataset import FERSample, load_sample_image
 from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.data.sampling import EpochBatchSampler
 from frafer.data.transforms import build_eval_transform
-from frafer.engine import common, distributed, machine
+from frafer.engine import common, distributed, machine, session
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.errors import FraferError
 from frafer.eval.features import frozen_pass
 from frafer.eval.reports import classification_report
-from frafer.files import atomic_write_text
 from frafer.methods.heads import get_head, loss_fn
 from frafer.optim import lr_at
 from frafer.train.downstream_common import FinetuneResult, build_classifier, save_model, write_results
@@ -54,15 +53,15 @@ def _probe_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("trunk.")}
 
 
-def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device, overwrite: bool = False,
+def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Context, overwrite: bool = False,
                         store_folder: Path | None = None, splits: FERSplits | None = None) -> FinetuneResult:
     """probe.path=cached: the whole linear probe on cached features; see the module docstring.
 
     `store_folder` (the feature store the folds of a k-fold run share) defaults to `run_dir/features`; `splits`,
     when given, are used instead of reading the dataset again.
     """
-    t, p = cfg.train, cfg.probe
-    common.claim_run_dir(run_dir, resume=False, overwrite=overwrite, clear=False)  # refused at once
+    t, p, device = cfg.train, cfg.probe, ctx.device
+    session.check_run_dir(run_dir, False, overwrite, ctx)  # refused at once
     machine.set_threads(t.threads, cfg.data.num_workers)
     splits = splits or prepare_splits(cfg.data, t.seed)
     train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
@@ -74,13 +73,10 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
     model.to(device)
     eval_tf = build_eval_transform(cfg.data.image_size, cfg.aug.mean, cfg.aug.std)
     store = FeatureStore(store_folder or run_dir / "features", feature_identity(cfg, init_record))  # checks the cache
-    # only now, with data, trunk and cache accepted, is an overwritten run cleared
-    common.claim_run_dir(run_dir, resume=False, overwrite=overwrite, keep=("features",))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    atomic_write_text(run_dir / "init.json", json.dumps(init_record, indent=2))
-    info = common.run_info(t.seed, 1, device) | {"mode": "linear_probe (cached)", "data": splits.summary()}
-    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+    # only now, with data, trunk and cache accepted, is an overwritten run cleared (its feature cache stays)
+    session.write_run_record(run_dir, cfg, ctx, False, overwrite,
+                             {"mode": "linear_probe (cached)", "data": splits.summary()},
+                             {"init.json": json.dumps(init_record, indent=2)}, keep=("features",))
 
 
     def features(name, samples, flip):
@@ -167,11 +163,8 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, device: torch.device
 def run_cached_probe(cfg: FinetuneConfig, run_dir: Path, overwrite: bool, splits: FERSplits | None = None,
                      store_folder: Path | None = None) -> FinetuneResult:
     """The cached probe in one process (distributed set-up and teardown around it)."""
-    ctx = distributed.setup(cfg.train.device)
-    try:
+    with session.training_session(cfg.train.device, cfg.train.precision) as ctx:
         if ctx.world_size > 1:
             raise FraferError("the cached linear probe runs in one process; use probe.path=faithful with torchrun")
-        return cached_linear_probe(cfg, run_dir, ctx.device, overwrite, store_folder, splits)
-    finally:
-        distributed.teardown()
+        return cached_linear_probe(cfg, run_dir, ctx, overwrite, store_folder, splits)
 
