@@ -8,8 +8,9 @@ around those steps is here, written once:
         step, meta = restore_state(common.resume_from(run_dir), model, optimizer, scaler, ctx.device, budget)
         write_run_record(run_dir, cfg, ctx, resume, overwrite, info)        # config.yaml, run.json
         net = wrap_ddp(model, ctx)
-        with checkpoint_on_interrupt(ctx, save, logger, lambda: step):       # Ctrl-C → a checkpoint, exact
-            ...epochs...
+        with checkpoint_on_interrupt(ctx, save, logger, result, lambda: step):  # Ctrl-C → a checkpoint, exact
+            while step < budget.stop:
+                train_one_epoch()
 """
 
 from __future__ import annotations
