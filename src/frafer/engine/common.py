@@ -1,4 +1,4 @@
-"""What every training loop shares: the run record, autocast, RNG snapshots and the non-finite-loss guard."""
+"""What every training loop shares: the run record, RNG snapshots, the run-folder claim, the non-finite guard."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import torch
 
 import frafer
 from frafer.errors import FraferError
-from frafer.precision import autocast  # noqa: F401  (the loops use common.autocast)
 
 
 class NonFiniteLoss(FraferError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -110,6 +111,14 @@ def restore_state(ckpt: Path, model, optimizer, scaler, device: torch.device, bu
     common.set_rng_state(state["rng"], device)
     tqdm.write(f"resuming from {ckpt} at step {state['step']}")
     return int(state["step"]), meta
+
+
+def epoch_bar(loader, sampler, step: int, budget, ctx: distributed.Context, label: str = "") -> tqdm:
+    """Position the sampler at `step` (mid-epoch after a resume) and return the progress bar over its epoch."""
+    epoch, start_batch = divmod(step, budget.steps_per_epoch)
+    sampler.set_epoch(epoch, start_batch)
+    desc = f"{label} epoch {epoch + 1}/{math.ceil(budget.epochs)}".lstrip()
+    return tqdm(loader, total=len(sampler), desc=desc, disable=not ctx.is_main, dynamic_ncols=True, leave=False)
 
 
 @contextlib.contextmanager

@@ -88,7 +88,7 @@ def embed_images(
     the model's device inside embed_fn). Unreadable files are left out of the dict and counted, not fatal.
     """
     unique = list(dict.fromkeys(paths))
-    out = frozen_pass(lambda images: embed_fn(images), unique, load_rgb, transform, "cpu", batch_size, num_workers,
+    out = frozen_pass(embed_fn, unique, load_rgb, transform, "cpu", batch_size, num_workers,
                       desc="embedding" if progress else "")
     vectors = F.normalize(out.values, dim=1)
     return {path: vectors[i] for i, path in enumerate(unique) if out.readable[i]}, out.unreadable

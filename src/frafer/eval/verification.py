@@ -16,6 +16,7 @@ from torch import nn
 
 from frafer.data.formats.pairs import Pair, read_pairs
 from frafer.data.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
+from frafer.eval.features import pooled_trunk
 from frafer.eval.pair_scores import evaluate_pairs
 from frafer.files import atomic_write_text
 
@@ -25,7 +26,7 @@ def trunk_embedder(trunk: nn.Module, device: torch.device):
 
     @torch.no_grad()
     def embed(images: torch.Tensor) -> torch.Tensor:
-        return trunk(images.to(device, non_blocking=True)).float().mean(dim=(2, 3)).cpu()
+        return pooled_trunk(trunk)(images.to(device, non_blocking=True)).float().cpu()
 
     return embed
 

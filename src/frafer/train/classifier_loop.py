@@ -30,6 +30,7 @@ from frafer.engine.metrics_log import MetricsLogger
 from frafer.eval.evaluate import evaluate_samples
 from frafer.methods.heads import get_head, loss_fn
 from frafer.optim import lr_at, plan_budget
+from frafer.precision import autocast
 from frafer.train.downstream_common import FinetuneResult, build_classifier, resolve_run_dir, save_model, write_results
 
 _NAN_ADVICE = "Lower optim.lr, raise optim.warmup_epochs or use train.precision=fp32."
@@ -141,10 +142,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     def train_one_epoch() -> int:
         """From `step` to the end of its epoch (or to the run's stop); returns the unreadable images it skipped."""
         nonlocal step
-        epoch, start_batch = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch, start_batch)
-        bar = tqdm(loader, total=len(sampler), desc=f"{mode} epoch {epoch + 1}/{math.ceil(budget.epochs)}",
-                   disable=not ctx.is_main, dynamic_ncols=True, leave=False)
+        bar = session.epoch_bar(loader, sampler, step, budget, ctx, mode)
         tick, seen, unreadable = time.perf_counter(), 0, 0
         for images, targets, _, bad in bar:
             unreadable += bad
@@ -153,7 +151,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
                 g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
             with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
                 if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
-                    with common.autocast(t.precision, device):
+                    with autocast(t.precision, device):
                         logits = net(images.to(device, non_blocking=True))
                     loss = criterion(logits.float(), targets.to(device))
                     common.check_finite(step, {"loss": loss}, _NAN_ADVICE)

@@ -37,6 +37,7 @@ from frafer.methods import get_method
 from frafer.methods.base import update_momentum
 from frafer.models.norm import convert_to_global_bn
 from frafer.optim import build_pretrain_optimizer, lr_at, momentum_at, plan_budget, set_lr
+from frafer.precision import autocast
 
 _NAN_ADVICE = "Lower optim.base_lr, raise optim.warmup_epochs or use train.precision=fp32."
 
@@ -192,10 +193,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     def train_one_epoch() -> None:
         """From `step` to the end of its epoch (or to the run's stop): steps, logging, periodic checkpoints."""
         nonlocal step
-        epoch, start_batch = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch, start_batch)
-        bar = tqdm(loader, total=len(sampler), desc=f"epoch {epoch + 1}/{math.ceil(budget.epochs)}",
-                   disable=not ctx.is_main, dynamic_ncols=True, leave=False)
+        bar = session.epoch_bar(loader, sampler, step, budget, ctx)
         tick, seen = time.perf_counter(), 0
         for view1, view2, bad in bar:
             skipped.add(bad)
@@ -204,7 +202,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
             with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
                 view1 = view1.to(device, non_blocking=True)
                 view2 = view2.to(device, non_blocking=True)
-                with common.autocast(t.precision, device):
+                with autocast(t.precision, device):
                     out = net(view1, view2)
                 loss, parts = method.loss(out, cfg)
                 common.check_finite(step, parts, _NAN_ADVICE)
