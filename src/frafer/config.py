@@ -92,6 +92,9 @@ class ModelConfig:
     decoder_ffn_dim: int = _f(256, "feed-forward width of the decoder", lo=1)
     decoder_dropout: float = _f(0.1, "dropout inside the decoder", lo=0, hi=1)
     shared_masks: bool = _f(True, "average mask embeddings over the global batch (official code); false = per image")
+    prototype_momentum: float = _f(0.9, "EMA momentum of the mask prototypes: the batch-mean mask embeddings kept for "
+                                        "inference, where heatmaps must not depend on the batch (official code: 0.9)",
+                                   lo=0, hi=1)
     heatmap_temperature: float = _f(1.0, "tau: heatmaps = softmax over regions of scores / tau", lo=0, lo_open=True)
     heatmap_eps: float = _f(1e-7, "added to heatmaps before region pooling", lo=0)
 
@@ -234,6 +237,9 @@ class FERDataConfig:
         "none", "train on annotator votes (FERPlus, synthetic) in this mode; none = the dataset's labels"
     )
     image_size: int = _f(224, "side of the network input in pixels", lo=16)
+    framing: Literal["", "fer2013", "rafdb", "affectnet", "synthetic", "box"] = _f(
+        "", "how the training faces are framed, recorded in the bundle for predict (data/framing.py presets; "
+            "empty = the format's own: fer2013/ferplus tight grey, rafdb aligned, affectnet box, folders box)")
     num_workers: int = _f(8, "data loader worker processes", lo=0)
     balanced_sampler: bool = _f(False, "sample classes equally often in training (docs/method.md: on for AffectNet)")
 
@@ -262,6 +268,7 @@ class FERModelConfig:
     remove_maxpool: bool = _f(False, "drop the stem max-pool (an FRA run's own setting wins when init is a run)")
     head_init_std: float = _f(0.01, "std of the new linear head's normal initialisation (bias 0)", lo=0)
     dropout: float = _f(0.0, "dropout before the linear head", lo=0, hi=1)
+    keep_regions: bool = _f(True, "when init is an FRA run, keep its region model in the bundle (predict --heatmaps)")
 
 
 @dataclass

@@ -90,11 +90,13 @@ def save_state(run_dir: Path, step: int, model, optimizer, scaler, ctx: distribu
 
 
 def restore_state(ckpt: Path, model, optimizer, scaler, device: torch.device, budget,
-                  check: Callable[[dict], None] = lambda meta: None) -> tuple[int, dict]:
+                  check: Callable[[dict], None] = lambda meta: None,
+                  may_lack: tuple[str, ...] = ()) -> tuple[int, dict]:
     """Load checkpoint `ckpt` into model, optimiser, grad scaler and RNG; returns (its step, its meta).
 
     The checkpoint must have been planned with the same run length (`budget`) and pass `check(meta)` (a loop's
-    own conditions: layout, method); its weights must fit the model exactly.
+    own conditions: layout, method); its weights must fit the model exactly, except that buffers whose names end
+    in one of `may_lack` (state added since, rebuilt by training itself) may be missing.
     """
     meta = common.check_resumable(ckpt, budget)
     check(meta)
@@ -102,6 +104,11 @@ def restore_state(ckpt: Path, model, optimizer, scaler, device: torch.device, bu
         missing, unexpected = model.load_state_dict(load_weights(ckpt / WEIGHTS), strict=False)
     except RuntimeError as err:  # a tensor of another shape
         raise FraferError(f"checkpoint {ckpt} does not match the model ({str(err).splitlines()[-1].strip()})") from None
+    lacking = [k for k in missing if k.endswith(may_lack)] if may_lack else []
+    missing = [k for k in missing if k not in lacking]
+    if lacking:
+        tqdm.write(f"{ckpt} predates {', '.join(sorted({k.rsplit('.', 1)[-1] for k in lacking}))}: "
+                   "they start again from the next batch")
     if missing or unexpected:
         raise FraferError(f"checkpoint {ckpt} does not match the configured model "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -51,15 +51,36 @@ class Network(nn.Module):
                 c, cfg.query_dim, cfg.proj_dim, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads,
                 cfg.decoder_ffn_dim, cfg.decoder_dropout,
             )
+            # Inference has no batch to average over: keep an EMA of the training batches' mean mask embeddings
+            # (the official code's `proto`) and use it in eval mode, so a face's heatmaps depend on that face alone.
+            self.prototype_momentum = cfg.prototype_momentum
+            self.register_buffer("mask_prototypes", torch.zeros(cfg.num_queries, cfg.proj_dim))  # (N, D)
+            self.register_buffer("prototype_updates", torch.zeros((), dtype=torch.long))
 
     def mask_embeddings(self, features: torch.Tensor) -> torch.Tensor:
-        """Q: (B, N, D); with shared masks every image gets the global-batch mean of the per-image Q_b."""
+        """Q: (B, N, D); with shared masks every image gets the global-batch mean of the per-image Q_b.
+
+        In eval mode with shared masks, the stored prototypes stand in for the batch mean (once any were stored).
+        """
+        if self.shared_masks and not self.training and self.prototype_updates > 0:
+            return self.mask_prototypes.unsqueeze(0).expand(features.shape[0], -1, -1)
         q = self.decoder(features)  # (B, N, D)
         if not self.shared_masks:
             return q
         total = all_reduce_sum(q.float().sum(0))  # (N, D), summed over every process's images
         q_mean = total / global_count(q.shape[0], q.device)
+        if self.training:
+            self._update_prototypes(q_mean.detach())
         return q_mean.to(q.dtype).unsqueeze(0).expand_as(q)
+
+    @torch.no_grad()
+    def _update_prototypes(self, q_mean: torch.Tensor) -> None:
+        """EMA of the batch-mean mask embeddings; the first batch sets them (no random start to wash out)."""
+        if self.prototype_updates == 0:
+            self.mask_prototypes.copy_(q_mean)
+        else:
+            self.mask_prototypes.lerp_(q_mean, 1 - self.prototype_momentum)
+        self.prototype_updates += 1
 
     def region_maps(self, features: torch.Tensor) -> RegionMaps:
         masks = F.normalize(self.mask_embeddings(features).float(), dim=-1)  # (B, N, D)

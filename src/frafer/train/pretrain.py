@@ -151,7 +151,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     ckpt = common.resume_from(run_dir) if resume else None
     if ckpt is not None:
         step, _ = session.restore_state(ckpt, model, optimizer, scaler, device, budget,
-                                        lambda meta: _check_resumable(meta, ckpt, cfg.method))
+                                        lambda meta: _check_resumable(meta, ckpt, cfg.method),
+                                        may_lack=("mask_prototypes", "prototype_updates"))
     session.write_run_record(run_dir, cfg, ctx, resume, overwrite, {"method": cfg.method})
     logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
     net = session.wrap_ddp(model, ctx, broadcast_buffers=False)  # each network keeps its own BN statistics
