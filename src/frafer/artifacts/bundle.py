@@ -1,7 +1,9 @@
-"""A trained expression model as one self-describing folder: what `evaluate` (and later `predict`) load.
+"""A trained expression model as one self-describing folder: what `evaluate`, `predict` and `export` load.
 
     <bundle>/weights.safetensors   the network's state dict (for the `linear` network: trunk.* and head.*)
-    <bundle>/bundle.json           network type, classes, input size, normalisation, trunk layout, provenance
+    <bundle>/bundle.json           network type, classes, input size, normalisation, trunk layout, how the training
+                                   faces were framed, provenance
+    <bundle>/regions.safetensors   optional: the FRA region model of the pre-training run (see artifacts/regions.py)
 
 Loading needs nothing else: no training config, no code from the file (safetensors holds tensors only).
 """
@@ -15,12 +17,15 @@ from pathlib import Path
 import torch
 
 from frafer.artifacts.checkpoint import WEIGHTS, load_weights, save_weights
+from frafer.artifacts.regions import REGIONS_FILE, load_regions, save_regions
 from frafer.artifacts.trunk_init import TrunkLayout
+from frafer.data.framing import Framing, framing_for_format
 from frafer.data.transforms import build_eval_transform
 from frafer.errors import FraferError
 from frafer.files import atomic_write_text
 from frafer.methods.heads import BUNDLE_NETWORKS
 from frafer.models.classifier import FERClassifier
+from frafer.models.region_model import RegionModel
 
 BUNDLE_FORMAT = "frafer-fer-bundle"
 BUNDLE_VERSION = 1
@@ -36,6 +41,9 @@ class Bundle:
     std: tuple[float, float, float]
     layout: TrunkLayout
     info: dict = field(default_factory=dict)  # provenance: init, data, epoch, metrics, config
+    framing: Framing = field(default_factory=lambda: framing_for_format("folders"))  # how training faces were cut
+    regions: RegionModel | None = None  # eval mode; None when the trunk was not FRA-pre-trained
+    regions_spec: dict | None = None
 
     def transform(self):
         """The eval transform the model expects (PIL RGB image → normalised tensor)."""
@@ -44,16 +52,26 @@ class Bundle:
 
 def save_bundle(
     folder: str | Path, model: FERClassifier, classes, input_size: int, mean, std, layout: TrunkLayout,
-    info: dict | None = None,
+    info: dict | None = None, framing: Framing | None = None, regions: tuple[RegionModel, dict] | None = None,
 ) -> Path:
-    """Write the bundle folder (weights first, then bundle.json, each atomically); returns the folder."""
+    """Write the bundle folder (weights first, then bundle.json, each atomically); returns the folder.
+
+    `framing` defaults to the preset of the training data's format; `regions` is (region model, its spec).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(folder / WEIGHTS, model.deployable_state_dict())
+    if framing is None:
+        framing = framing_for_format(str((info or {}).get("data", {}).get("format", "folders")))
+    if regions is not None:
+        save_regions(folder, regions[0])
+    elif (folder / REGIONS_FILE).exists():
+        (folder / REGIONS_FILE).unlink()  # a re-save without regions must not leave stale ones behind
     meta = {
         "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "network": "linear", "classes": list(classes),
         "input_size": input_size,
         "mean": list(mean), "std": list(std), "trunk": layout.to_dict(), "dropout": model.dropout.p,
+        "framing": framing.to_dict(), "regions": None if regions is None else regions[1],
         "info": info or {},
     }
     atomic_write_text(folder / BUNDLE_FILE, json.dumps(meta, indent=2))
@@ -90,10 +108,16 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         classes = tuple(meta["classes"])
         model = BUNDLE_NETWORKS[network](layout.build(), len(classes), float(meta.get("dropout", 0.0)))
         size, mean, std = int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
+        # Bundles from before the field: the preset of the data format they record.
+        framing = (Framing.from_dict(meta["framing"]) if meta.get("framing") else
+                   framing_for_format(str(meta.get("info", {}).get("data", {}).get("format", "folders"))))
     except (KeyError, TypeError, ValueError) as err:
         raise FraferError(f"{folder / BUNDLE_FILE} is incomplete or malformed ({type(err).__name__}: {err})") from None
     try:
         model.load_state_dict(load_weights(folder / WEIGHTS))
     except RuntimeError as err:
         raise FraferError(f"{folder}: weights do not match bundle.json ({str(err).splitlines()[0]})") from None
-    return Bundle(model.to(device).eval(), classes, size, mean, std, layout, meta.get("info", {}))
+    spec = meta.get("regions")
+    regions = load_regions(folder, spec).to(device) if spec else None
+    return Bundle(model.to(device).eval(), classes, size, mean, std, layout, meta.get("info", {}), framing, regions,
+                  spec)

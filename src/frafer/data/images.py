@@ -58,7 +58,7 @@ def load_rgb(path: str | Path, box: Sequence[float] | None = None) -> Image.Imag
             image.load()  # decode now: broken files must fail here, not inside a transform
             if image.width < 1 or image.height < 1:
                 raise UnreadableImage(path, f"zero-size image ({image.width}x{image.height})")
-            rgb = _to_rgb(image, path)
+            rgb = to_rgb(image, path)
     except UnreadableImage:
         raise
     except FileNotFoundError:
@@ -102,7 +102,7 @@ def _describe_decode_error(path: str | Path, err: BaseException) -> str:
     return f"cannot decode image ({type(err).__name__}: {err})"
 
 
-def _to_rgb(image: Image.Image, path: str | Path) -> Image.Image:
+def to_rgb(image: Image.Image, path: str | Path) -> Image.Image:
     """Convert any Pillow mode (1, L, P, LA, PA, RGBA, CMYK, I;16, I, F, ...) to 8-bit RGB."""
     if image.mode == "RGB":
         return image.copy()

@@ -12,10 +12,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from frafer.artifacts.bundle import save_bundle
+from frafer.artifacts.bundle import BUNDLE_FILE, load_bundle, save_bundle
+from frafer.artifacts.regions import region_model_from_pretraining
 from frafer.artifacts.trunk_init import TrunkLayout, load_trunk
 from frafer.config import FinetuneConfig, to_dict
 from frafer.data.fer_splits import FERSplits, uses_folds
+from frafer.data.framing import FRAMINGS, framing_for_format
 from frafer.engine import common
 from frafer.eval.reports import markdown_table, write_report
 from frafer.files import atomic_write_text
@@ -61,9 +63,25 @@ def save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init
             "init": init_record["source"], "pretrain_method": init_record.get("method", "unknown"),
             "data": to_dict(cfg.data) | {"name": splits.name},
             "val_top1": None if val_report is None else val_report["top1"], "config": to_dict(cfg)}
+    regions = _regions_of(init_record) if cfg.model.keep_regions else None
+    framing = FRAMINGS[cfg.data.framing] if cfg.data.framing else framing_for_format(cfg.data.format)
     save_bundle(folder, model, splits.classes, cfg.data.image_size, cfg.aug.mean, cfg.aug.std,
-                TrunkLayout.from_dict(init_record["layout"]), info)
+                TrunkLayout.from_dict(init_record["layout"]), info, framing, regions)
 
+
+
+def _regions_of(init_record: dict):
+    """The region model of an FRA pre-training init, with its spec; None for other inits.
+
+    A bundle used as init (its classifier fine-tuned again) carries its own region model, which is kept.
+    """
+    if init_record.get("method") != "fra":
+        return None
+    source = Path(init_record["source"])
+    if (source.parent / BUNDLE_FILE).is_file():
+        bundle = load_bundle(source.parent)
+        return None if bundle.regions is None else (bundle.regions, bundle.regions_spec)
+    return region_model_from_pretraining(source)
 
 
 def write_results(run_dir: Path, results: dict, classes, reports_dir: Path, header: str) -> None:
