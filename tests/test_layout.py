@@ -22,6 +22,7 @@ LAYERS = [
     ("config", ["frafer.config"]),
     ("artifacts", ["frafer.artifacts"]),
     ("eval", ["frafer.eval"]),
+    ("inference", ["frafer.infer"]),
     ("engine", ["frafer.engine"]),
     ("train", ["frafer.train"]),
     ("entry points", ["frafer.demo", "frafer.cli", "frafer.__main__"]),

@@ -73,6 +73,36 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("run", help="run folder, checkpoint folder or weights file")
     exp.add_argument("--out", help="output file (default: RUN/backbone.safetensors)")
 
+    pr = sub.add_parser("predict", help="find the faces in photos, folders or videos and label their expressions")
+    pr.add_argument("model", help="model bundle folder, or a fine-tuning run folder (its selected model/)")
+    pr.add_argument("inputs", nargs="+", help="images, videos or folders (searched recursively)")
+    pr.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
+    pr.add_argument("--detector", default="mtcnn", choices=["mtcnn", "haar", "none"],
+                    help="mtcnn: boxes + 5 landmarks (default); haar: OpenCV's cascade, faster, boxes only")
+    pr.add_argument("--no-detect", action="store_true", help="each image is one cropped face (= --detector none)")
+    pr.add_argument("--min-face", type=int, help="smallest face side in pixels the detector looks for")
+    pr.add_argument("--heatmaps", action="store_true", help="also draw each face's FRA region heatmaps")
+    pr.add_argument("--heatmap-trunk", default="pretrained", choices=["pretrained", "finetuned"],
+                    help="trunk under the region heatmaps (default: the pre-trained one the regions were learnt on)")
+    pr.add_argument("--every", type=int, default=1, metavar="K", help="videos: process every K-th frame")
+    pr.add_argument("--smooth", type=float, default=0.0, help="videos: EMA of each face track's probabilities, 0..1")
+    pr.add_argument("--no-annotate", action="store_true", help="write no annotated images or videos")
+    pr.add_argument("--resume", action="store_true", help="skip files that OUT/done.txt lists as finished")
+    pr.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="classifier runtime")
+    pr.add_argument("--onnx", help="ONNX file for --backend onnx (default: BUNDLE/model.onnx, exported if missing)")
+    pr.add_argument("--providers", help="onnxruntime execution providers, comma-separated (default: all available)")
+    pr.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch")
+    pr.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse larger images (decompression bombs)")
+    pr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    pr.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads of torch (0 = the default)")
+
+    ex = sub.add_parser("export", help="write a model bundle as ONNX, checked against PyTorch")
+    ex.add_argument("model", help="model bundle folder, or a fine-tuning run folder")
+    ex.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
+    ex.add_argument("--with-regions", action="store_true", help="add the region heatmaps as a second output")
+    ex.add_argument("--check-images", metavar="FOLDER", help="faces to compare PyTorch and onnxruntime on "
+                    "(default: the bundle's test faces when found, else random normalised inputs)")
+
     sub.add_parser("methods", help="list the pre-training methods and downstream heads, one line each")
 
     cfg = sub.add_parser("config", help="print the resolved config, or every key with its default and meaning")
@@ -199,6 +229,36 @@ def _export(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from frafer.engine.machine import set_threads
+    from frafer.infer.batch import run_predict
+    from frafer.infer.predictor import Predictor
+
+    set_threads(args.threads)
+    options = {"min_face": args.min_face} if args.min_face and not args.no_detect else {}
+    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    predictor = Predictor.from_bundle(args.model, device=args.device, detector="none" if args.no_detect else
+                                      args.detector, backend=args.backend, onnx_path=args.onnx, providers=providers,
+                                      heatmaps=args.heatmaps, heatmap_trunk=args.heatmap_trunk,
+                                      batch_size=args.batch_size, max_pixels=args.max_pixels, **options)
+    summary = run_predict(predictor, args.inputs, args.out, resume=args.resume, annotated=not args.no_annotate,
+                          heatmaps=args.heatmaps, every=args.every, smooth=args.smooth)
+    print("\n".join(summary.lines()))
+    print(f"results: {Path(args.out) / 'predictions.jsonl'}, {Path(args.out) / 'faces.csv'}")
+    return 1 if summary.failed else 0
+
+
+def _export_onnx(args) -> int:
+    from frafer.artifacts.bundle import find_bundle, load_bundle
+    from frafer.artifacts.onnx_export import export_onnx, faces_for_check
+
+    bundle = load_bundle(find_bundle(args.model))
+    report = export_onnx(bundle, args.onnx, args.with_regions, faces_for_check(bundle, args.check_images))
+    diffs = ", ".join(f"{k} {v:.2e}" for k, v in report["max_abs_diff"].items())
+    print(f"wrote {report['path']}; max |onnxruntime - PyTorch| on {report['checked_on']} faces: {diffs}")
+    return 0
+
+
 def _demo(args) -> int:
     from frafer.demo import run_demo
 
@@ -211,6 +271,7 @@ def _demo(args) -> int:
 COMMANDS = {
     "pretrain": _pretrain, "finetune": _downstream, "linear-probe": _downstream, "evaluate": _evaluate,
     "verify": _verify, "config": _config, "export-backbone": _export, "demo": _demo, "methods": _methods,
+    "predict": _predict, "export": _export_onnx,
 }
 
 

@@ -927,3 +927,20 @@ def _csv_text(header: list[str], rows: list[list[object]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def compose_group_picture(faces: list[np.ndarray], gap: int = 40, background: int = 96,
+                          ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """Square face images side by side on a plain canvas, `gap` pixels apart → (RGB image, their boxes x1 y1 x2 y2).
+
+    What `frafer demo` and the tests run `predict` on: a "group photo" whose faces sit at known places.
+    """
+    side = max(f.shape[0] for f in faces)
+    canvas = np.full((side + 2 * gap, len(faces) * (side + gap) + gap, 3), background, np.uint8)
+    boxes = []
+    for k, face in enumerate(faces):
+        h, w = face.shape[:2]
+        x, y = gap + k * (side + gap), gap + (side - h) // 2
+        canvas[y:y + h, x:x + w] = face
+        boxes.append((x, y, x + w, y + h))
+    return canvas, boxes

@@ -1,0 +1,121 @@
+"""A bundle's classifier (optionally with its region model) as an ONNX file, checked against PyTorch on real inputs.
+
+    input   "faces"     (B, 3, S, S) float32, normalised with the bundle's mean / std; B is dynamic
+    output  "logits"    (B, num_classes)
+            "heatmaps"  (B, N, h, w), only when exported with the region model
+
+The file's metadata repeats the bundle's classes, input size, normalisation and framing, so a deployment needs
+nothing else. Export uses PyTorch's TorchScript-based exporter (no extra dependency); the check runs the file in
+onnxruntime and reports the largest absolute difference from PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from frafer.errors import FraferError
+
+ONNX_OPSET = 17
+
+
+class _Exported(nn.Module):
+    def __init__(self, classifier: nn.Module, regions: nn.Module | None) -> None:
+        super().__init__()
+        self.classifier, self.regions = classifier, regions
+
+    def forward(self, faces: torch.Tensor):
+        logits = self.classifier(faces)
+        return logits if self.regions is None else (logits, self.regions(faces))
+
+
+def export_onnx(bundle, out: str | Path, with_regions: bool = False, check_inputs: torch.Tensor | None = None,
+                tolerance: float = 1e-4) -> dict:
+    """Write `out` and check it; returns {"path", "max_abs_diff": {output: value}, "outputs"}.
+
+    `check_inputs` are normalised faces (B, 3, S, S) to compare on (real faces when the caller has them; otherwise
+    a batch drawn from the bundle's own normalisation statistics). A difference above `tolerance` raises.
+    """
+    import onnx
+
+    if with_regions and bundle.regions is None:
+        raise FraferError("this bundle holds no region model (its trunk was not FRA-pre-trained, or it was made "
+                          "with model.keep_regions=false): export without --with-regions")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = _Exported(bundle.model, bundle.regions if with_regions else None).cpu().eval()
+    size = bundle.input_size
+    example = torch.zeros(2, 3, size, size)
+    outputs = ["logits", "heatmaps"] if with_regions else ["logits"]
+    dynamic = {"faces": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}
+    tmp = out.with_name(out.name + ".partial")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: torch is pinned
+        torch.onnx.export(model, (example,), str(tmp), input_names=["faces"], output_names=outputs,
+                          dynamic_axes=dynamic, opset_version=ONNX_OPSET, dynamo=False)
+    proto = onnx.load(str(tmp))
+    meta = {"classes": json.dumps(list(bundle.classes)), "input_size": str(size), "mean": json.dumps(bundle.mean),
+            "std": json.dumps(bundle.std), "framing": json.dumps(bundle.framing.to_dict()), "producer": "frafer"}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp))
+    tmp.replace(out)
+
+    if check_inputs is None:
+        generator = torch.Generator().manual_seed(0)
+        check_inputs = torch.randn(4, 3, size, size, generator=generator)
+    diffs = compare_with_torch(model, out, check_inputs, outputs)
+    worst = max(diffs.values())
+    if worst > tolerance:
+        raise FraferError(f"{out}: onnxruntime differs from PyTorch by {worst:.2e} (> {tolerance:g}) on "
+                          f"{len(check_inputs)} faces; the export is not trustworthy")
+    return {"path": str(out), "max_abs_diff": diffs, "outputs": outputs, "checked_on": len(check_inputs)}
+
+
+def compare_with_torch(model: nn.Module, path: Path, faces: torch.Tensor, outputs: list[str]) -> dict[str, float]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(outputs, {"faces": faces.numpy().astype(np.float32)})
+    with torch.no_grad():
+        want = model(faces)
+    want = [want] if isinstance(want, torch.Tensor) else list(want)
+    return {name: float(np.abs(g - w.numpy()).max()) for name, g, w in zip(outputs, got, want, strict=True)}
+
+
+def faces_for_check(bundle, folder: str | Path | None = None, count: int = 32) -> torch.Tensor | None:
+    """Up to `count` real face crops, normalised as the bundle expects: from `folder`, else from the folder the
+    bundle was trained on when it is still there; None when neither has images (the caller falls back to noise)."""
+    from frafer.data.images import UnreadableImage, is_image_file, load_rgb
+
+    candidates = [folder] if folder else [bundle.info.get("data", {}).get("root")]
+    transform = bundle.transform()
+    for root in candidates:
+        if not root or not Path(root).is_dir():
+            if folder:
+                raise FraferError(f"--check-images {folder}: no such folder")
+            continue
+        faces = []
+        for path in sorted(Path(root).rglob("*")):
+            if len(faces) == count:
+                break
+            if not is_image_file(path):
+                continue
+            try:
+                image = load_rgb(path)
+            except UnreadableImage:
+                continue
+            if bundle.framing.grey:
+                image = image.convert("L").convert("RGB")
+            faces.append(transform(image))
+        if faces:
+            return torch.stack(faces)
+        if folder:
+            raise FraferError(f"--check-images {folder}: no readable images there")
+    return None

@@ -1,0 +1,190 @@
+"""`Predictor`: a model bundle + a face detector → for each image, its faces with labels, probabilities, heatmaps.
+
+    predictor = Predictor.from_bundle("runs/ft/model", device="cpu")
+    for faces in predictor.predict(["group.jpg", pil_image, bgr_array], colour="RGB"):
+        for face in faces:
+            face.label, face.confidence, face.probabilities  # probabilities in predictor.classes order
+
+Images may be paths, PIL images or uint8 numpy arrays; `colour` says the channel order of the arrays ("RGB", or
+"BGR" for OpenCV frames). Faces of all images in one call are classified in batches of `batch_size`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2.functional import resize
+
+from frafer.artifacts.bundle import Bundle, find_bundle, load_bundle
+from frafer.data.framing import crop_face
+from frafer.errors import FraferError
+from frafer.infer.detect import Face, build_detector
+from frafer.infer.inputs import DEFAULT_MAX_PIXELS, as_rgb_array, read_image
+from frafer.models.region_model import RegionModel
+
+HEATMAP_TRUNKS = ("pretrained", "finetuned")
+ONNX_FILE = "model.onnx"  # where a bundle keeps its own export
+
+
+@dataclass
+class FacePrediction:
+    index: int  # within its image, best detector score first
+    box: tuple[float, float, float, float]  # x1 y1 x2 y2, image pixels
+    landmarks: np.ndarray | None  # (5, 2) x y, image pixels (detectors with landmarks only)
+    score: float  # the detector's
+    label: str
+    confidence: float  # probability of `label`
+    probabilities: np.ndarray  # (num_classes,), in Predictor.classes order
+    crop: np.ndarray | None = field(default=None, repr=False)  # (S, S, 3) uint8: what the classifier saw
+    heatmaps: np.ndarray | None = field(default=None, repr=False)  # (N, h, w), each pixel sums to 1 over N
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model, self.device = model, device
+
+    @torch.no_grad()
+    def __call__(self, faces: np.ndarray) -> np.ndarray:  # (B, 3, S, S) float32 → (B, classes) logits
+        return self.model(torch.from_numpy(faces).to(self.device)).float().cpu().numpy()
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        providers = providers or available
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise FraferError(f"onnxruntime has no execution provider {unknown[0]} here (available: "
+                              f"{', '.join(available)})")
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        self.providers = self.session.get_providers()
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"faces": faces})[0]
+
+
+class Predictor:
+    def __init__(self, bundle: Bundle, detector: str = "mtcnn", backend: str = "torch", onnx_path=None,
+                 providers: list[str] | None = None, heatmaps: bool = False, heatmap_trunk: str = "pretrained",
+                 batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS, keep_crops: bool = False,
+                 device: str | torch.device = "cpu", **detector_options) -> None:
+        self.bundle = bundle
+        self.device = torch.device(device)
+        self.classes = bundle.classes
+        self.detector_name = detector
+        self.detect = build_detector(detector, **detector_options)
+        self.batch_size, self.max_pixels, self.keep_crops = batch_size, max_pixels, keep_crops
+        self.mean = np.asarray(bundle.mean, np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(bundle.std, np.float32).reshape(1, 3, 1, 1)
+        if backend == "torch":
+            self.backend = TorchBackend(bundle.model.to(self.device).eval(), self.device)
+        elif backend == "onnx":
+            if onnx_path is None:
+                raise FraferError("the onnx backend needs the exported file (frafer export BUNDLE --onnx PATH)")
+            self.backend = OnnxBackend(onnx_path, providers)
+        else:
+            raise FraferError(f"unknown backend '{backend}' (known: torch, onnx)")
+        self.regions = self._region_model(heatmap_trunk) if heatmaps else None
+        self.heatmap_trunk = heatmap_trunk if heatmaps else None
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str | torch.device = "cpu", **options) -> Predictor:
+        """Load the bundle at `path`. With backend="onnx" and no onnx_path, the bundle's own `model.onnx` is used,
+        exported (and checked against PyTorch) on first use."""
+        folder = find_bundle(path)
+        bundle = load_bundle(folder, device)
+        if options.get("backend") == "onnx" and options.get("onnx_path") is None:
+            options["onnx_path"] = folder / ONNX_FILE
+            if not options["onnx_path"].is_file():
+                from frafer.artifacts.onnx_export import export_onnx
+
+                report = export_onnx(bundle, options["onnx_path"])
+                print(f"exported {report['path']} (max |onnx - torch| {report['max_abs_diff']['logits']:.1e})")
+        return cls(bundle, device=device, **options)
+
+    def _region_model(self, trunk: str) -> RegionModel:
+        regions = self.bundle.regions
+        if regions is None:
+            raise FraferError("this bundle holds no region model, so it has no heatmaps: fine-tune from an FRA "
+                              "pre-training run (model.keep_regions=true, the default)")
+        if trunk not in HEATMAP_TRUNKS:
+            raise FraferError(f"heatmap trunk must be one of {', '.join(HEATMAP_TRUNKS)}, got {trunk!r}")
+        if trunk == "finetuned":  # the classifier's own trunk under the pre-trained projector and masks
+            prototypes = None if regions.per_face_masks else regions.prototypes
+            regions = RegionModel(self.bundle.model.trunk, regions.dense_projector, regions.decoder, prototypes,
+                                  regions.temperature)
+        return regions.to(self.device).eval()
+
+    # ------------------------------------------------------------------------------------------------ faces
+
+    def normalise(self, crops: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) uint8 → (B, 3, S, S) float32, normalised as in training."""
+        x = crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+        return np.ascontiguousarray((x - self.mean) / self.std)
+
+    def classify_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, S, S, 3) uint8 face crops → probabilities (B, classes) and heatmaps (B, N, h, w) or None."""
+        probs, maps = [], []
+        for start in range(0, len(crops), self.batch_size):
+            x = self.normalise(crops[start:start + self.batch_size])
+            logits = self.backend(x)
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs.append(e / e.sum(axis=1, keepdims=True))
+            if self.regions is not None:
+                with torch.no_grad():
+                    maps.append(self.regions(torch.from_numpy(x).to(self.device)).float().cpu().numpy())
+        n = len(self.classes)
+        return (np.concatenate(probs) if probs else np.zeros((0, n), np.float32),
+                np.concatenate(maps) if maps else None)
+
+    def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        size = self.bundle.input_size
+        if self.detector_name == "none":  # already a face crop, as in the dataset: resized exactly as in training
+            if self.bundle.framing.grey:
+                rgb = np.asarray(Image.fromarray(rgb).convert("L").convert("RGB"))
+            resized = resize(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1), [size, size], antialias=True)
+            return resized.permute(1, 2, 0).numpy()
+        return crop_face(rgb, self.bundle.framing, face.box, face.landmarks, size)
+
+    # ------------------------------------------------------------------------------------------------ images
+
+    def load(self, image, colour: str = "RGB") -> np.ndarray:
+        if isinstance(image, (str, Path)):
+            return read_image(image, self.max_pixels)
+        return as_rgb_array(image, colour)
+
+    def predict(self, images, colour: str = "RGB") -> list[list[FacePrediction]]:
+        """One list of faces per image (empty where none was found). Unreadable paths raise `BadInput`."""
+        single = not isinstance(images, (list, tuple))
+        rgbs = [self.load(im, colour) for im in ([images] if single else images)]
+        found = [self.detect(rgb) for rgb in rgbs]
+        return self.predict_detected(rgbs, found)
+
+    def predict_detected(self, rgbs: list[np.ndarray], found: list[list[Face]]) -> list[list[FacePrediction]]:
+        crops = [self.crop(rgb, f) for rgb, faces in zip(rgbs, found, strict=True) for f in faces]
+        size = self.bundle.input_size
+        stacked = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+        probs, maps = self.classify_crops(stacked)
+        results, k = [], 0
+        for faces in found:
+            row = []
+            for i, face in enumerate(faces):
+                p = probs[k]
+                top = int(p.argmax())
+                row.append(FacePrediction(
+                    i, face.box, face.landmarks, face.score, self.classes[top], float(p[top]), p,
+                    stacked[k] if self.keep_crops or maps is not None else None,
+                    None if maps is None else maps[k]))
+                k += 1
+            results.append(row)
+        return results

@@ -1,0 +1,124 @@
+"""Video: every K-th frame decoded with OpenCV, faces followed across frames, a timeline and an annotated video.
+
+Tracks join a face to the previous processed frame's face it overlaps most (IoU ≥ 0.3). With `smooth` > 0 the
+probabilities of a track are an exponential moving average (new = smooth·old + (1 − smooth)·frame), which calms
+the label flicker of single frames; the raw per-frame probabilities stay in predictions.jsonl.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from frafer.infer.draw import annotate
+from frafer.infer.predictor import FacePrediction, Predictor
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class Tracker:
+    """Greedy IoU matching of each frame's faces to the last frame's tracks; optional EMA of probabilities."""
+
+    def __init__(self, smooth: float = 0.0, min_iou: float = 0.3) -> None:
+        self.smooth, self.min_iou = smooth, min_iou
+        self.tracks: dict[int, tuple] = {}  # id → (box, smoothed probabilities)
+        self.next_id = 0
+
+    def update(self, faces: list[FacePrediction]) -> list[tuple[int, np.ndarray]]:
+        pairs = sorted(((_iou(f.box, box), i, tid) for i, f in enumerate(faces)
+                        for tid, (box, _) in self.tracks.items()), reverse=True)
+        assigned: dict[int, int] = {}
+        used = set()
+        for iou, i, tid in pairs:
+            if iou < self.min_iou or i in assigned or tid in used:
+                continue
+            assigned[i] = tid
+            used.add(tid)
+        tracks, out = {}, []
+        for i, face in enumerate(faces):
+            tid = assigned.get(i)
+            if tid is None:
+                tid, self.next_id = self.next_id, self.next_id + 1
+                probs = face.probabilities
+            else:
+                probs = self.smooth * self.tracks[tid][1] + (1 - self.smooth) * face.probabilities
+            tracks[tid] = (face.box, probs)
+            out.append((tid, probs))
+        self.tracks = tracks
+        return out
+
+
+def predict_video(predictor: Predictor, source, name: Path, out: Path, writers, summary, every: int = 1,
+                  smooth: float = 0.0, write_video: bool = True) -> tuple[str, str]:
+    file = str(source.path)
+    capture = cv2.VideoCapture(file)
+    if not capture.isOpened():
+        writers.write(file, "unreadable", reason="OpenCV cannot open this video")
+        return "unreadable", "OpenCV cannot open this video"
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    timeline_path = (out / "timelines" / name).with_suffix(".csv")
+    timeline_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    tracker = Tracker(smooth)
+    frames = faces_seen = 0
+    bar = tqdm(total=total, desc=source.path.name, unit="frame", leave=False, dynamic_ncols=True)
+    start = time.perf_counter()
+    with timeline_path.open("w", newline="") as f:
+        timeline = csv.writer(f)
+        timeline.writerow(["frame", "time", "track", "face", "label", "confidence",
+                           *(f"p_{c}" for c in predictor.classes)])
+        index = 0
+        faces: list[FacePrediction] = []
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            t = index / fps
+            if index % every == 0:
+                raw = predictor.predict_detected([rgb], [predictor.detect(rgb)])[0]
+                writers.write(file, "ok" if raw else "no face", raw, frame=index, t=t)
+                faces = []
+                for face, (track, probs) in zip(raw, tracker.update(raw), strict=True):
+                    top = int(probs.argmax())
+                    shown = replace(face, label=predictor.classes[top], confidence=float(probs[top]),
+                                    probabilities=probs)
+                    faces.append(shown)
+                    timeline.writerow([index, round(t, 3), track, face.index, shown.label, round(shown.confidence, 4),
+                                       *np.round(probs, 5).tolist()])
+                summary.faces += len(raw)
+                summary.labels.update(f.label for f in faces)
+                faces_seen += len(raw)
+                frames += 1
+            if write_video:
+                if writer is None:
+                    target = (out / "annotated" / name).with_suffix(".mp4")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                             (rgb.shape[1], rgb.shape[0]))
+                drawn = np.asarray(annotate(rgb, faces, predictor.classes))  # the last processed frame's faces
+                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            index += 1
+            bar.update(1)
+            bar.set_postfix(fps=f"{index / max(time.perf_counter() - start, 1e-9):.1f}")
+    bar.close()
+    capture.release()
+    if writer is not None:
+        writer.release()
+    if index == 0:
+        writers.write(file, "corrupt", reason="no frame could be decoded")
+        return "corrupt", "no frame could be decoded"
+    return ("ok" if faces_seen else "no face"), f"{frames} frame(s) processed of {index}"
