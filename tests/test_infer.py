@@ -320,20 +320,20 @@ def test_an_interrupted_run_resumes_after_its_last_finished_file(model, detectab
     photos.mkdir()
     for seed in range(3):
         Image.fromarray(group_picture(detectable, seed, ["happy"])[0]).save(photos / f"{seed}.png")
-    real = batch_module._predict_image
+    real = batch_module.write_pictures
     calls = []
 
-    def stop_on_the_third(*args, **kwargs):
+    def stop_inside_the_third(*args, **kwargs):  # after its line was written: the resume must drop it
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_module, "_predict_image", stop_on_the_third)
+    monkeypatch.setattr(batch_module, "write_pictures", stop_inside_the_third)
     with pytest.raises(KeyboardInterrupt):
-        run_predict(Predictor.from_bundle(model), [str(photos)], tmp_path / "out")
+        run_predict(Predictor.from_bundle(model), [str(photos)], tmp_path / "out", chunk_files=2)
     assert len((tmp_path / "out" / "done.txt").read_text().splitlines()) == 2
-    monkeypatch.setattr(batch_module, "_predict_image", real)
+    monkeypatch.setattr(batch_module, "write_pictures", real)
     summary = run_predict(Predictor.from_bundle(model), [str(photos)], tmp_path / "out", resume=True)
     assert summary.files == 1
     files = [json.loads(x)["file"] for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
@@ -381,3 +381,16 @@ def test_a_video_round_trip(model, detectable, tmp_path):
     assert len(tracks) <= 3  # the same faces keep their tracks across frames
     annotated = cv2.VideoCapture(str(out / "annotated" / "clip.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+
+
+def test_the_demos_group_pictures_are_predicted_and_scored(model, tmp_path):
+    from frafer.demo import predict_group_pictures
+
+    result = predict_group_pictures(model, tmp_path / "predict", range(500, 520), size=40, gain=GAIN, pictures=2,
+                                    per_picture=2)
+    assert result["files"] == 2 and result["faces"] == 4
+    assert result["labelled_right"] <= result["found"] <= result["faces"] and result["found"] >= 2
+    lines = [json.loads(x) for x in (tmp_path / "predict" / "predictions.jsonl").read_text().splitlines()]
+    with_faces = sum(1 for x in lines if x["faces"])
+    assert with_faces >= 1 and len(list((tmp_path / "predict" / "heatmaps").glob("*_grid.png"))) == with_faces
+    assert len(list((tmp_path / "predict" / "annotated").glob("*.jpg"))) == 2

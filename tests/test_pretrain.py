@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from frafer.artifacts.checkpoint import latest_checkpoint, load_weights
+from frafer.artifacts.checkpoint import latest_checkpoint, load_weights, save_weights
 from frafer.cli import main
 from frafer.config import load_config
 from frafer.data.synthetic import write_synthetic_dataset
@@ -330,3 +330,18 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(faces, tmp_path, caps
     a = load_weights(latest_checkpoint(tmp_path / "straight") / "weights.safetensors")
     b = load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_from_before_mask_prototypes_resumes_and_rebuilds_them(faces, tmp_path, capsys):
+    pretrain(tiny(faces, "train.epochs=2", "train.max_steps=2"), tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    weights = load_weights(ckpt / "weights.safetensors")
+    # one update per view through each network: two per step
+    assert int(weights["online.prototype_updates"]) == 4 and int(weights["momentum.prototype_updates"]) == 4
+    old = {k: v for k, v in weights.items() if not k.endswith(("mask_prototypes", "prototype_updates"))}
+    save_weights(ckpt / "weights.safetensors", old)  # as a checkpoint written before the buffers existed
+    assert pretrain(tiny(faces, "train.epochs=2"), tmp_path / "run", resume=True).step == 6
+    printed = capsys.readouterr()
+    assert "predates mask_prototypes, prototype_updates" in printed.out + printed.err
+    resumed = load_weights(latest_checkpoint(tmp_path / "run") / "weights.safetensors")
+    assert int(resumed["online.prototype_updates"]) == 8  # the 4 steps after the resume

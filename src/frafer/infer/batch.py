@@ -177,8 +177,12 @@ def write_pictures(out: Path, name: Path, rgb: np.ndarray, faces: list[FacePredi
 
 def run_predict(predictor: Predictor, inputs: list[str], out: str | Path, resume: bool = False,
                 annotated: bool = True, heatmaps: bool = False, every: int = 1, smooth: float = 0.0,
-                video_output: bool = True) -> Summary:
-    """Predict every image and video under `inputs`; returns the summary (also written to OUT/summary.json)."""
+                video_output: bool = True, chunk_files: int = 16) -> Summary:
+    """Predict every image and video under `inputs`; returns the summary (also written to OUT/summary.json).
+
+    Images are read and detected `chunk_files` at a time and their faces classified together (batches of the
+    predictor's batch_size); results are still written, and marked done, file by file.
+    """
     out = Path(out)
     sources = list_inputs(inputs)
     if not sources:
@@ -193,44 +197,81 @@ def run_predict(predictor: Predictor, inputs: list[str], out: str | Path, resume
     if resume and len(todo) < len(sources):
         tqdm.write(f"resuming: {len(sources) - len(todo)} of {len(sources)} file(s) already done")
     start = time.perf_counter()
-    bar = tqdm(todo, desc="predict", unit="file", dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="predict", unit="file", dynamic_ncols=True)
+
+    def record(source: Source, status: str, reason: str) -> None:
+        summary.files += 1
+        summary.statuses[status] += 1
+        if status in FAILED:
+            summary.failures.append({"file": str(source.path), "status": status, "reason": reason})
+        writers.finish(str(source.path))
+        bar.update(1)
+        bar.set_postfix(faces=summary.faces, failed=summary.failed)
+
     try:
-        for source in bar:
-            file = str(source.path)
-            summary.files += 1
-            if source.kind == "video":
+        for chunk in _chunks(todo, chunk_files):
+            if chunk[0].kind == "video":
                 from frafer.infer.video import predict_video
 
-                status, reason = predict_video(predictor, source, output_name(source, roots), out, writers, summary,
-                                               every=every, smooth=smooth, write_video=video_output and annotated)
-            else:
-                status, reason = _predict_image(predictor, source, output_name(source, roots), out, writers, summary,
-                                                annotated, heatmaps)
-            summary.statuses[status] += 1
-            if status in FAILED:
-                summary.failures.append({"file": file, "status": status, "reason": reason})
-            writers.finish(file)
-            bar.set_postfix(faces=summary.faces, failed=summary.failed)
+                source = chunk[0]
+                record(source, *predict_video(predictor, source, output_name(source, roots), out, writers, summary,
+                                              every=every, smooth=smooth, write_video=video_output and annotated))
+                continue
+            for source, (status, reason) in zip(chunk, _predict_images(
+                    predictor, chunk, [output_name(s, roots) for s in chunk], out, writers, summary, annotated,
+                    heatmaps), strict=True):
+                record(source, status, reason)
     finally:
+        bar.close()
         writers.close()
         summary.seconds = time.perf_counter() - start
         atomic_write_text(out / "summary.json", json.dumps(summary.to_dict(), indent=2))
     return summary
 
 
-def _predict_image(predictor: Predictor, source: Source, name: Path, out: Path, writers: Writers, summary: Summary,
-                   annotated: bool, heatmaps: bool) -> tuple[str, str]:
-    file = str(source.path)
-    try:
-        rgb = read_image(source.path, predictor.max_pixels)
-    except BadInput as bad:
-        writers.write(file, bad.status, reason=bad.reason)
-        return bad.status, bad.reason
-    faces = predictor.predict_detected([rgb], [predictor.detect(rgb)])[0]
-    status = "ok" if faces else "no face"
-    writers.write(file, status, faces)
-    summary.faces += len(faces)
-    summary.labels.update(f.label for f in faces)
-    write_pictures(out, name, rgb, faces, predictor.classes, annotated, heatmaps and predictor.regions is not None,
-                   predictor.heatmap_trunk)
-    return status, ""
+def _chunks(sources: list[Source], size: int):
+    """Runs of up to `size` consecutive images (their faces are classified in one batch); each video alone."""
+    chunk: list[Source] = []
+    for source in sources:
+        if source.kind == "video":
+            if chunk:
+                yield chunk
+                chunk = []
+            yield [source]
+            continue
+        chunk.append(source)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _predict_images(predictor: Predictor, sources: list[Source], names: list[Path], out: Path, writers: Writers,
+                    summary: Summary, annotated: bool, heatmaps: bool) -> list[tuple[str, str]]:
+    """Read and detect each image, classify all their faces together, then write each file's results in order."""
+    images, failures = [], {}
+    for i, source in enumerate(sources):
+        try:
+            images.append((i, read_image(source.path, predictor.max_pixels)))
+        except BadInput as bad:
+            failures[i] = bad
+    rgbs = [rgb for _, rgb in images]
+    faces_per_image = predictor.predict_detected(rgbs, [predictor.detect(rgb) for rgb in rgbs])
+    predicted = {i: (rgb, faces) for (i, rgb), faces in zip(images, faces_per_image, strict=True)}
+    results = []
+    for i, source in enumerate(sources):
+        file = str(source.path)
+        if i in failures:
+            writers.write(file, failures[i].status, reason=failures[i].reason)
+            results.append((failures[i].status, failures[i].reason))
+            continue
+        rgb, faces = predicted[i]
+        status = "ok" if faces else "no face"
+        writers.write(file, status, faces)
+        summary.faces += len(faces)
+        summary.labels.update(f.label for f in faces)
+        write_pictures(out, names[i], rgb, faces, predictor.classes, annotated,
+                       heatmaps and predictor.regions is not None, predictor.heatmap_trunk)
+        results.append((status, ""))
+    return results

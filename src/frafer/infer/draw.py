@@ -49,13 +49,15 @@ def upsample_maps(heatmaps: np.ndarray, size: int) -> np.ndarray:
 
 
 def region_overlays(crop: np.ndarray, heatmaps: np.ndarray, alpha: float = 0.55) -> list[np.ndarray]:
-    """Each region's map, scaled to its own maximum, coloured and laid over the crop: N × (S, S, 3) uint8."""
+    """Each region's map coloured on one absolute scale (0 blue … 1 red: the probability that the pixel belongs to
+    the region) and laid over the crop: N × (S, S, 3) uint8. Regions that own nothing stay blue, where a per-map
+    rescaling would paint a uniform map red everywhere."""
     size = crop.shape[0]
     maps = upsample_maps(heatmaps, size)
     jet = colormaps["jet"]
     out = []
     for m in maps:
-        colour = jet(m / max(float(m.max()), 1e-8))[..., :3] * 255
+        colour = jet(np.clip(m, 0, 1))[..., :3] * 255
         out.append((crop * (1 - alpha) + colour * alpha).clip(0, 255).astype(np.uint8))
     return out
 

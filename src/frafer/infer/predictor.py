@@ -57,7 +57,7 @@ class TorchBackend:
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int = 0) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -66,7 +66,9 @@ class OnnxBackend:
         if unknown:
             raise FraferError(f"onnxruntime has no execution provider {unknown[0]} here (available: "
                               f"{', '.join(available)})")
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0 = onnxruntime's own choice
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.providers = self.session.get_providers()
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
