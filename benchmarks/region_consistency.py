@@ -1,0 +1,81 @@
+"""Do a bundle's region heatmaps land on the same facial part across faces, under the pre-trained or the fine-tuned
+trunk? The measurement behind predict's default `--heatmap-trunk`.
+
+Faces are frafer's synthetic ones, whose brow, eye, nose and mouth areas are known per image
+(`frafer.data.synthetic.face_regions`). For each face and region, the heatmap (upsampled to the image) is read as a
+density over the parts plus the rest of the image (mass per part divided by the part's area); the region's part on
+that face is the densest one. Per region, consistency is the share of faces on which it picks its most common part
+(1 = always the same part). Consistency alone can mislead: nearly uniform maps with a faint systematic tilt pick
+the same part everywhere. So it comes with concentration, the density of each region's chosen part over the mean
+density of all parts (1 for maps that ignore the face), and sharpness, the mean per-pixel max over regions (1/N
+for uniform maps). Only where both are well above their floors do regions sit on facial parts.
+
+    python benchmarks/region_consistency.py runs/demo/ft_fra/model --faces 200
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+import numpy as np
+import torch
+
+from frafer.data.synthetic import face_regions, render_face
+from frafer.infer.draw import upsample_maps
+from frafer.infer.predictor import Predictor
+
+PARTS = ("brows", "eyes", "nose", "mouth", "rest")
+
+
+def faces_with_parts(count: int, size: int, seed: int, gain: float, identity_offset: int):
+    rng = np.random.default_rng(seed)
+    for k in range(count):
+        state = rng.bit_generator.state
+        image = render_face(identity_offset + k, k % 7, 1.0, rng, size=size, expression_gain=gain)
+        parts_rng = np.random.default_rng()
+        parts_rng.bit_generator.state = state  # the same nuisance draws: masks line up with the image
+        masks = face_regions(identity_offset + k, parts_rng, size=size, expression_gain=gain)
+        rest = ~np.any(np.stack(list(masks.values())), axis=0)
+        yield image, [masks[p] for p in PARTS[:-1]] + [rest]
+
+
+def measure(predictor: Predictor, faces) -> dict:
+    picks, sharp, concentration = [], [], []
+    for image, parts in faces:
+        _, maps = predictor.classify_crops(predictor.crop(image, predictor.detect(image)[0])[None])
+        maps = upsample_maps(maps[0], image.shape[0])  # (N, S, S)
+        density = np.array([[m[p].sum() / max(p.sum(), 1) for p in parts] for m in maps])  # (N, parts)
+        picks.append(density.argmax(axis=1))
+        concentration.append((density.max(axis=1) / density.mean(axis=1)).mean())
+        sharp.append(maps.max(axis=0).mean())
+    picks = np.stack(picks)  # (faces, N)
+    per_region = []
+    for n in range(picks.shape[1]):
+        part, hits = Counter(picks[:, n]).most_common(1)[0]
+        per_region.append((PARTS[part], hits / len(picks)))
+    return {"consistency": float(np.mean([c for _, c in per_region])), "per_region": per_region,
+            "sharpness": float(np.mean(sharp)), "uniform": 1 / picks.shape[1],
+            "concentration": float(np.mean(concentration))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="a bundle fine-tuned from an FRA run (it carries the region model)")
+    p.add_argument("--faces", type=int, default=200)
+    p.add_argument("--gain", type=float, default=1.8, help="expression gain of the synthetic faces")
+    p.add_argument("--identity-offset", type=int, default=10_000, help="identities no split of the demo used")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    for trunk in ("pretrained", "finetuned"):
+        predictor = Predictor.from_bundle(args.bundle, detector="none", heatmaps=True, heatmap_trunk=trunk)
+        size = predictor.bundle.input_size
+        r = measure(predictor, faces_with_parts(args.faces, size, args.seed, args.gain, args.identity_offset))
+        regions = ", ".join(f"{part} {share:.2f}" for part, share in r["per_region"])
+        print(f"{trunk:>10} trunk: consistency {r['consistency']:.2f}, concentration {r['concentration']:.3f} "
+              f"(floor 1), sharpness {r['sharpness']:.3f} (floor {r['uniform']:.3f}); per region: {regions}")
+
+
+if __name__ == "__main__":
+    main()
