@@ -255,7 +255,7 @@ def _export_onnx(args) -> int:
     bundle = load_bundle(find_bundle(args.model))
     report = export_onnx(bundle, args.onnx, args.with_regions, faces_for_check(bundle, args.check_images))
     diffs = ", ".join(f"{k} {v:.2e}" for k, v in report["max_abs_diff"].items())
-    print(f"wrote {report['path']}; max |onnxruntime - PyTorch| on {report['checked_on']} faces: {diffs}")
+    print(f"wrote {report['path']}; max |onnxruntime - PyTorch| on {report['checked_on']}: {diffs}")
     return 0
 
 

@@ -67,15 +67,18 @@ def export_onnx(bundle, out: str | Path, with_regions: bool = False, check_input
     onnx.save(proto, str(tmp))
     tmp.replace(out)
 
-    if check_inputs is None:
+    checked_on = "faces"
+    if check_inputs is None:  # no real faces at hand: inputs drawn like normalised images
         generator = torch.Generator().manual_seed(0)
         check_inputs = torch.randn(4, 3, size, size, generator=generator)
+        checked_on = "random inputs (no faces found: pass --check-images)"
     diffs = compare_with_torch(model, out, check_inputs, outputs)
     worst = max(diffs.values())
     if worst > tolerance:
         raise FraferError(f"{out}: onnxruntime differs from PyTorch by {worst:.2e} (> {tolerance:g}) on "
                           f"{len(check_inputs)} faces; the export is not trustworthy")
-    return {"path": str(out), "max_abs_diff": diffs, "outputs": outputs, "checked_on": len(check_inputs)}
+    return {"path": str(out), "max_abs_diff": diffs, "outputs": outputs,
+            "checked_on": f"{len(check_inputs)} {checked_on}"}
 
 
 def compare_with_torch(model: nn.Module, path: Path, faces: torch.Tensor, outputs: list[str]) -> dict[str, float]:
