@@ -62,7 +62,7 @@ def save_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(folder / WEIGHTS, model.deployable_state_dict())
     if framing is None:
-        framing = framing_for_format(str((info or {}).get("data", {}).get("format", "folders")))
+        framing = _recorded_format_framing(info or {})
     if regions is not None:
         save_regions(folder, regions[0])
     elif (folder / REGIONS_FILE).exists():
@@ -76,6 +76,11 @@ def save_bundle(
     }
     atomic_write_text(folder / BUNDLE_FILE, json.dumps(meta, indent=2))
     return folder
+
+
+def _recorded_format_framing(info: dict) -> Framing:
+    """The framing preset of the data format a bundle's provenance records (class folders when none)."""
+    return framing_for_format(str(info.get("data", {}).get("format", "folders")))
 
 
 def find_bundle(path: str | Path) -> Path:
@@ -110,7 +115,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         size, mean, std = int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
         # Bundles from before the field: the preset of the data format they record.
         framing = (Framing.from_dict(meta["framing"]) if meta.get("framing") else
-                   framing_for_format(str(meta.get("info", {}).get("data", {}).get("format", "folders"))))
+                   _recorded_format_framing(meta.get("info", {})))
     except (KeyError, TypeError, ValueError) as err:
         raise FraferError(f"{folder / BUNDLE_FILE} is incomplete or malformed ({type(err).__name__}: {err})") from None
     try:

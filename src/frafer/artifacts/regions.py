@@ -62,7 +62,7 @@ def region_model_from_pretraining(weights_path: str | Path) -> tuple[RegionModel
         raise FraferError(f"{weights_path} holds no FRA local branch (no {_PREFIX}dense_projector.*): only FRA "
                           "pre-training has region heatmaps")
     model_cfg = _model_section(weights_path)
-    trunk = {k[len(_PREFIX) + 6:]: v for k, v in state.items() if k.startswith(_PREFIX + "trunk.")}
+    trunk = _sub(state, "trunk.")
     layout = infer_layout(trunk, bool(model_cfg.get("remove_maxpool", False)))
     has_prototypes = int(state.get(f"{_PREFIX}prototype_updates", torch.zeros(())).item()) > 0
     shared = bool(model_cfg.get("shared_masks", True))

@@ -16,6 +16,7 @@ carries on after the last finished one.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from collections import Counter
@@ -89,7 +90,7 @@ class Writers:
     """The run's JSONL and CSV, appended and flushed one file at a time; `done.txt` last, so it never lies."""
 
     def __init__(self, out: Path, classes, resume: bool) -> None:
-        self.out, self.classes = out, classes
+        self.classes = classes
         out.mkdir(parents=True, exist_ok=True)
         self.done_path = out / "done.txt"
         self.done: set[str] = set()
@@ -110,14 +111,13 @@ class Writers:
         self.done_file = self.done_path.open("a")
 
     def write(self, file: str, status: str, faces: list[FacePrediction] = (), reason: str = "", frame=None,
-              t=None) -> list[dict]:
+              t=None) -> None:
         records = [face_record(f, self.classes) for f in faces]
         line = {"file": file, "frame": frame, "time": None if t is None else round(t, 3), "status": status,
                 "reason": reason, "faces": records}
         self.jsonl.write(json.dumps(line) + "\n")
         for record in records:
             self.csv.writerow(csv_row(file, frame, t, record))
-        return records
 
     def finish(self, file: str) -> None:
         self.jsonl.flush()
@@ -141,9 +141,9 @@ def _keep_csv(path: Path, done: set[str]) -> None:
     if path.is_file():
         with path.open(newline="") as f:
             rows = list(csv.reader(f))
-        kept = rows[:1] + [r for r in rows[1:] if r and r[0] in done]
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows(kept)
+        kept = io.StringIO(newline="")
+        csv.writer(kept).writerows(rows[:1] + [r for r in rows[1:] if r and r[0] in done])
+        atomic_write_text(path, kept.getvalue())
 
 
 def output_name(source: Source, roots: list[Path]) -> Path:

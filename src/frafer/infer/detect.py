@@ -29,10 +29,6 @@ class Face:
     score: float
     landmarks: np.ndarray | None = None
 
-    @property
-    def size(self) -> float:
-        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
-
 
 Detector = Callable[[np.ndarray], list[Face]]  # (H, W, 3) uint8 RGB → faces, best first
 

@@ -14,18 +14,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from frafer.infer.draw import annotate
 from frafer.infer.predictor import FacePrediction, Predictor
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class Tracker:
@@ -37,8 +31,12 @@ class Tracker:
         self.next_id = 0
 
     def update(self, faces: list[FacePrediction]) -> list[tuple[int, np.ndarray]]:
-        pairs = sorted(((_iou(f.box, box), i, tid) for i, f in enumerate(faces)
-                        for tid, (box, _) in self.tracks.items()), reverse=True)
+        ids = list(self.tracks)
+        pairs = []
+        if faces and ids:
+            iou = box_iou(torch.tensor([f.box for f in faces]), torch.tensor([self.tracks[t][0] for t in ids]))
+            pairs = sorted(((float(iou[i, j]), i, tid) for i in range(len(faces)) for j, tid in enumerate(ids)),
+                           reverse=True)
         assigned: dict[int, int] = {}
         used = set()
         for iou, i, tid in pairs:

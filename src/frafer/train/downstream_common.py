@@ -5,6 +5,7 @@ Fine-tuning and the linear probe (faithful loop or cached features) import this;
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,10 +79,17 @@ def _regions_of(init_record: dict):
     if init_record.get("method") != "fra":
         return None
     source = Path(init_record["source"])
-    if (source.parent / BUNDLE_FILE).is_file():
-        bundle = load_bundle(source.parent)
+    return _read_regions(str(source), source.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_regions(source: str, mtime_ns: int):
+    """Read once per init and run, not at every save of a better model (the key's mtime guards a rewritten file)."""
+    path = Path(source)
+    if (path.parent / BUNDLE_FILE).is_file():
+        bundle = load_bundle(path.parent)
         return None if bundle.regions is None else (bundle.regions, bundle.regions_spec)
-    return region_model_from_pretraining(source)
+    return region_model_from_pretraining(path)
 
 
 def write_results(run_dir: Path, results: dict, classes, reports_dir: Path, header: str) -> None:
