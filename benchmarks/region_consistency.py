@@ -11,6 +11,9 @@ density of all parts (1 for maps that ignore the face), and sharpness, the mean 
 for uniform maps). Only where both are well above their floors do regions sit on facial parts.
 
     python benchmarks/region_consistency.py runs/demo/ft_fra/model --faces 200
+
+On real faces (`--format ferplus --root FERPLUS`), the parts come from MTCNN's five landmarks on each face instead:
+discs around the eyes, the nose tip and the mouth, a band above the eyes for the brows, the rest.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from collections import Counter
 
 import numpy as np
 import torch
+from framing import as_photo  # benchmarks/framing.py
 
+from frafer.data.fer_dataset import load_sample_image
+from frafer.data.formats import read_fer_dataset
 from frafer.data.synthetic import face_regions, render_face
+from frafer.infer.detect import mtcnn_detector
 from frafer.infer.draw import upsample_maps
 from frafer.infer.predictor import Predictor
 
@@ -38,6 +45,44 @@ def faces_with_parts(count: int, size: int, seed: int, gain: float, identity_off
         masks = face_regions(identity_offset + k, parts_rng, size=size, expression_gain=gain)
         rest = ~np.any(np.stack(list(masks.values())), axis=0)
         yield image, [masks[p] for p in PARTS[:-1]] + [rest]
+
+
+def disc(size: int, centre, radius: float) -> np.ndarray:
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    return (xs - centre[0]) ** 2 + (ys - centre[1]) ** 2 <= radius ** 2
+
+
+def landmark_parts(landmarks: np.ndarray, size: int) -> list[np.ndarray]:
+    """Brows, eyes, nose, mouth and the rest of a (size, size) face from its 5 landmarks (crop pixels)."""
+    left_eye, right_eye, nose, mouth_left, mouth_right = landmarks
+    eye_gap = float(np.linalg.norm(right_eye - left_eye))
+    r = 0.3 * eye_gap
+    up = np.array([0.0, -0.45 * eye_gap])
+    eyes = disc(size, left_eye, r) | disc(size, right_eye, r)
+    brows = (disc(size, left_eye + up, r) | disc(size, right_eye + up, r)) & ~eyes
+    nose_part = disc(size, nose, r) & ~eyes
+    mouth = disc(size, (mouth_left + mouth_right) / 2, 0.6 * float(np.linalg.norm(mouth_right - mouth_left)))
+    mouth &= ~nose_part
+    rest = ~(brows | eyes | nose_part | mouth)
+    return [brows, eyes, nose_part, mouth, rest]
+
+
+def dataset_faces(fmt: str, root: str, split: str, count: int, size: int, predictor: Predictor):
+    """Real faces of a labelled dataset at the bundle's input size, with parts from MTCNN's landmarks (upscaled 4x
+    inside a border, as benchmarks/framing.py does); faces MTCNN misses are left out."""
+    detect = mtcnn_detector()
+    given = 0
+    for sample in read_fer_dataset(fmt, root).split(split):
+        if given == count:
+            return
+        rgb = np.asarray(load_sample_image(sample).convert("RGB"))
+        faces = [f for f in detect(as_photo(rgb, 4.0, 0.5)) if f.landmarks is not None]
+        if not faces:
+            continue
+        marks = np.asarray(max(faces, key=lambda f: f.score).landmarks, np.float64)
+        marks = (marks - round(0.5 * 4.0 * rgb.shape[0])) / 4.0 * (size / rgb.shape[0])
+        given += 1
+        yield predictor.crop(rgb, None), landmark_parts(marks, size)
 
 
 def measure(predictor: Predictor, faces) -> dict:
@@ -66,12 +111,19 @@ def main() -> None:
     p.add_argument("--gain", type=float, default=1.8, help="expression gain of the synthetic faces")
     p.add_argument("--identity-offset", type=int, default=10_000, help="identities no split of the demo used")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="", help="real faces of this data.format instead of synthetic ones")
+    p.add_argument("--root", default="", help="the dataset root (with --format)")
+    p.add_argument("--split", default="val")
     args = p.parse_args()
     torch.set_num_threads(1)
     for trunk in ("pretrained", "finetuned"):
         predictor = Predictor.from_bundle(args.bundle, detector="none", heatmaps=True, heatmap_trunk=trunk)
         size = predictor.bundle.input_size
-        r = measure(predictor, faces_with_parts(args.faces, size, args.seed, args.gain, args.identity_offset))
+        if args.format:
+            faces = dataset_faces(args.format, args.root, args.split, args.faces, size, predictor)
+        else:
+            faces = faces_with_parts(args.faces, size, args.seed, args.gain, args.identity_offset)
+        r = measure(predictor, faces)
         regions = ", ".join(f"{part} {share:.2f}" for part, share in r["per_region"])
         print(f"{trunk:>10} trunk: consistency {r['consistency']:.2f}, concentration {r['concentration']:.3f} "
               f"(floor 1), sharpness {r['sharpness']:.3f} (floor {r['uniform']:.3f}); per region: {regions}")

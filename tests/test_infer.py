@@ -16,9 +16,10 @@ from frafer.artifacts.bundle import load_bundle
 from frafer.artifacts.onnx_export import export_onnx
 from frafer.cli import main
 from frafer.config import FinetuneConfig, build_config, load_config
-from frafer.data.framing import FRAMINGS, Framing, crop_face, face_transform, square_box
+from frafer.data.framing import FER2013_TEMPLATE, FRAMINGS, Framing, crop_face, face_transform, square_box
 from frafer.data.labels import BASIC_EXPRESSIONS
 from frafer.data.synthetic import compose_group_picture, render_face, write_synthetic_dataset
+from frafer.errors import FraferError
 from frafer.infer import batch as batch_module
 from frafer.infer.batch import csv_header, run_predict
 from frafer.infer.detect import build_detector, haar_detector, mtcnn_detector
@@ -158,6 +159,20 @@ def test_grey_framing_and_the_fer_presets():
     crop = crop_face(rgb, FRAMINGS["fer2013"], (0, 0, 64, 64), size=48)
     assert crop.shape == (48, 48, 3) and (crop[..., 0] == crop[..., 1]).all() and (crop[..., 1] == crop[..., 2]).all()
     assert FRAMINGS["fer2013"].grey and not FRAMINGS["rafdb"].grey and FRAMINGS["rafdb"].method == "aligned"
+
+
+def test_fer_alignment_recovers_the_dataset_framing_from_an_upscaled_photo():
+    # a 48 px crop shown 4x larger inside a 96 px border: landmarks at FER's template map back onto that crop
+    landmarks = np.asarray(FER2013_TEMPLATE) * 192 + 96
+    matrix = face_transform(FRAMINGS["fer2013"], (90, 100, 280, 290), landmarks, 48)
+    assert np.allclose(matrix, [[0.25, 0, -24], [0, 0.25, -24]], atol=1e-3)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (384, 384, 3), dtype=np.uint8)
+    aligned = crop_face(rgb, FRAMINGS["fer2013"], (90, 100, 280, 290), landmarks, size=48)
+    boxed = crop_face(rgb, Framing("exact", margin=0.0, grey=True), (96, 96, 288, 288), size=48)
+    assert np.abs(aligned.astype(int) - boxed).max() <= 1
+    # without landmarks (Haar) the preset falls back to its box, 5 % inside the detector's
+    assert np.allclose(face_transform(FRAMINGS["fer2013"], (96, 96, 288, 288), None, 48)[0, 0], 48 / (192 * 0.9))
 
 
 def test_the_bundle_records_its_framing_and_region_model(model):
@@ -394,3 +409,11 @@ def test_the_demos_group_pictures_are_predicted_and_scored(model, tmp_path):
     with_faces = sum(1 for x in lines if x["faces"])
     assert with_faces >= 1 and len(list((tmp_path / "predict" / "heatmaps").glob("*_grid.png"))) == with_faces
     assert len(list((tmp_path / "predict" / "annotated").glob("*.jpg"))) == 2
+
+
+def test_predict_can_cut_faces_with_another_framing_than_the_bundle_records(model):
+    bundle = load_bundle(model)
+    assert Predictor(bundle, detector="none").framing == bundle.framing == FRAMINGS["synthetic"]
+    assert Predictor(bundle, detector="none", framing="fer2013").framing == FRAMINGS["fer2013"]
+    with pytest.raises(FraferError, match="unknown framing 'nosuch'"):
+        Predictor(bundle, detector="none", framing="nosuch")

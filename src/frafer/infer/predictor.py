@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import resize
 
 from frafer.artifacts.bundle import Bundle, find_bundle, load_bundle
-from frafer.data.framing import crop_face
+from frafer.data.framing import FRAMINGS, crop_face
 from frafer.errors import FraferError
 from frafer.infer.detect import Face, build_detector
 from frafer.infer.inputs import DEFAULT_MAX_PIXELS, as_rgb_array, read_image
@@ -79,8 +79,13 @@ class Predictor:
     def __init__(self, bundle: Bundle, detector: str = "mtcnn", backend: str = "torch", onnx_path=None,
                  providers: list[str] | None = None, heatmaps: bool = False, heatmap_trunk: str = "pretrained",
                  batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS, keep_crops: bool = False,
-                 device: str | torch.device = "cpu", **detector_options) -> None:
+                 device: str | torch.device = "cpu", framing: str = "", **detector_options) -> None:
         self.bundle = bundle
+        if framing and framing not in FRAMINGS:
+            raise FraferError(f"unknown framing '{framing}' (known: {', '.join(FRAMINGS)})")
+        # the bundle's record of how its training faces were cut, unless told otherwise (a bundle saved before a
+        # preset was re-measured keeps the old one)
+        self.framing = FRAMINGS[framing] if framing else bundle.framing
         self.device = torch.device(device)
         self.classes = bundle.classes
         self.detector_name = detector
@@ -152,11 +157,12 @@ class Predictor:
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         size = self.bundle.input_size
         if self.detector_name == "none":  # already a face crop, as in the dataset: resized exactly as in training
-            if self.bundle.framing.grey:
+            if self.framing.grey:
                 rgb = np.asarray(Image.fromarray(rgb).convert("L").convert("RGB"))
-            resized = resize(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1), [size, size], antialias=True)
+            pixels = torch.from_numpy(np.require(rgb, requirements=["C", "W"]))  # PIL's arrays are read-only
+            resized = resize(pixels.permute(2, 0, 1), [size, size], antialias=True)
             return resized.permute(1, 2, 0).numpy()
-        return crop_face(rgb, self.bundle.framing, face.box, face.landmarks, size)
+        return crop_face(rgb, self.framing, face.box, face.landmarks, size)
 
     # ------------------------------------------------------------------------------------------------ images
 
