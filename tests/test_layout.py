@@ -25,7 +25,9 @@ LAYERS = [
     ("inference", ["frafer.infer"]),
     ("engine", ["frafer.engine"]),
     ("train", ["frafer.train"]),
-    ("entry points", ["frafer.demo", "frafer.cli", "frafer.__main__"]),
+    ("demo", ["frafer.demo"]),
+    ("experiments", ["frafer.experiments"]),
+    ("entry points", ["frafer.cli", "frafer.__main__"]),
 ]
 
 

@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-detect", action="store_true", help="each image is one cropped face (= --detector none)")
     pr.add_argument("--min-face", type=int, help="smallest face side in pixels the detector looks for")
     pr.add_argument("--heatmaps", action="store_true", help="also draw each face's FRA region heatmaps")
+    pr.add_argument("--framing", default="", metavar="PRESET",
+                    help="cut detected faces with this preset (fer2013, rafdb, affectnet, synthetic, box: "
+                         "data/framing.py) instead of the framing the bundle records")
     pr.add_argument("--heatmap-trunk", default="pretrained", choices=["pretrained", "finetuned"],
                     help="trunk under the region heatmaps (default: the pre-trained one the regions were learnt on)")
     pr.add_argument("--every", type=int, default=1, metavar="K", help="videos: process every K-th frame")
@@ -111,6 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     cfg.add_argument("--kind", choices=["pretrain", "finetune"], default="pretrain",
                      help="which schema: pre-training or downstream (finetune / linear-probe)")
     cfg.add_argument("overrides", nargs="*", metavar="key=value")
+
+    sw = sub.add_parser("sweep", help="run a grid of chained runs (pre-train → probe → fine-tune), then tabulate it")
+    sw.add_argument("sweep", help="sweep file, e.g. configs/sweeps/temperature_tiny.yaml")
+    sw.add_argument("--out", help="sweep folder (default: runs/sweeps/<sweep name>); a rerun continues it")
+    sw.add_argument("--devices", default="", help="comma-separated devices, one point on each at a time "
+                    "(e.g. cuda:0,cuda:1; default: one point at a time on the recipes' own device)")
+
+    res = sub.add_parser("results", help="one table of many runs: a sweep folder, or run folders side by side")
+    res.add_argument("runs", nargs="+", help="run folders (their differing config keys become columns) or one sweep")
+    res.add_argument("--metric", action="append", default=[], help="metric to show, e.g. best_val.test.top1 "
+                     "(repeatable; default: validation and test top-1, kNN)")
 
     demo = sub.add_parser("demo", help="synthetic faces: pre-train FRA, BYOL and MoCo v2, then probe and fine-tune")
     demo.add_argument("--config", default="configs/demo.yaml", help="pre-training recipe (default: configs/demo.yaml)")
@@ -240,7 +254,8 @@ def _predict(args) -> int:
     predictor = Predictor.from_bundle(args.model, device=args.device, detector="none" if args.no_detect else
                                       args.detector, backend=args.backend, onnx_path=args.onnx, providers=providers,
                                       heatmaps=args.heatmaps, heatmap_trunk=args.heatmap_trunk,
-                                      batch_size=args.batch_size, max_pixels=args.max_pixels, **options)
+                                      batch_size=args.batch_size, max_pixels=args.max_pixels,
+                                      framing=args.framing, **options)
     summary = run_predict(predictor, args.inputs, args.out, resume=args.resume, annotated=not args.no_annotate,
                           heatmaps=args.heatmaps, every=args.every, smooth=args.smooth)
     print("\n".join(summary.lines()))
@@ -259,6 +274,29 @@ def _export_onnx(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from frafer.experiments.report import write_sweep_results
+    from frafer.experiments.sweep_run import run_sweep
+    from frafer.experiments.sweep_spec import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    out = Path(args.out or Path("runs") / "sweeps" / sweep.name)
+    outcome = run_sweep(args.sweep, out, [d.strip() for d in args.devices.split(",") if d.strip()])
+    print(write_sweep_results(sweep, out.resolve()))
+    failed = {p: s for p, s in outcome.items() if s != "ok"}
+    for point, stage in failed.items():
+        print(f"failed: {point} at {stage} (see {out / 'runs' / point / stage}.log)")
+    print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'plots'}")
+    return 1 if failed else 0
+
+
+def _results(args) -> int:
+    from frafer.experiments.report import runs_table
+
+    print(runs_table([Path(r) for r in args.runs], args.metric))
+    return 0
+
+
 def _demo(args) -> int:
     from frafer.demo import run_demo
 
@@ -271,7 +309,7 @@ def _demo(args) -> int:
 COMMANDS = {
     "pretrain": _pretrain, "finetune": _downstream, "linear-probe": _downstream, "evaluate": _evaluate,
     "verify": _verify, "config": _config, "export-backbone": _export, "demo": _demo, "methods": _methods,
-    "predict": _predict, "export": _export_onnx,
+    "predict": _predict, "export": _export_onnx, "sweep": _sweep, "results": _results,
 }
 
 

@@ -1,0 +1,139 @@
+"""Run a sweep: every point's stages in order, each as its own `python -m frafer` process.
+
+    <sweep>/sweep.yaml               the sweep file as run (a rerun with a different file is refused)
+    <sweep>/data/                    prepared data (prepare: demo-data)
+    <sweep>/runs/<point>/<stage>/    the stage's run folder; <stage>.log its output
+    <sweep>/runs/<point>/<stage>.json  written when the stage ends: status ok or failed, exit code, seconds, log tail
+
+A process per stage keeps one failure (an error, a NaN, out of memory) from taking the sweep down: it is recorded and
+the point's later stages are skipped, while the other points go on. A rerun skips stages that ended ok, resumes a
+stage that was killed (from its last checkpoint, or afresh without one) and retries failed ones. With several
+devices, points run concurrently, one per device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from frafer.errors import FraferError
+from frafer.experiments.sweep_spec import Point, Stage, Sweep, expand, load_sweep, stage_dir, stage_status
+from frafer.files import atomic_write_text
+
+LOG_TAIL = 2000  # characters of a failed stage's output kept in its status file
+
+
+def prepare_data(sweep: Sweep, sweep_dir: Path) -> Path:
+    data = sweep_dir / "data"
+    if sweep.prepare == "demo-data":
+        from frafer.config import load_config
+        from frafer.demo import write_demo_data
+
+        base = load_config(sweep.stages[0].config) if sweep.stages[0].command == "pretrain" else None
+        syn = base.data.synthetic if base is not None else None
+        if syn is None:
+            raise FraferError("prepare: demo-data needs a pretrain first stage whose recipe sets data.synthetic")
+        write_demo_data(data, base.data.image_size, syn.num_images, syn.num_identities, syn.seed,
+                        syn.expression_gain)
+    return data
+
+
+def stage_command(stage: Stage, point: Point, sweep_dir: Path, data_dir: Path, device: str) -> list[str]:
+    run_dir = stage_dir(sweep_dir, point, stage.name)
+    overrides = [expand(o, sweep_dir, data_dir) for o in stage.overrides] + point.overrides_for(stage.name)
+    if stage.init:
+        overrides.append(f"model.init={stage_dir(sweep_dir, point, stage.init)}")
+    if device:
+        overrides.append(f"train.device={device}")
+    base = [sys.executable, "-m", "frafer", stage.command]
+    if (run_dir / "config.yaml").is_file() and any((run_dir / "checkpoints").glob("*")):
+        return [*base, "--resume", str(run_dir), *overrides]
+    return [*base, "--config", str(stage.config), "--run-dir", str(run_dir), "--overwrite", *overrides]
+
+
+def run_stage(stage: Stage, point: Point, sweep_dir: Path, data_dir: Path, device: str) -> dict:
+    run_dir = stage_dir(sweep_dir, point, stage.name)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = stage_command(stage, point, sweep_dir, data_dir, device)
+    log = run_dir.with_suffix(".log")
+    start = time.perf_counter()
+    with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(command)}\n")
+        out.flush()
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=_child_env()).returncode
+    status = {"status": "ok" if code == 0 else "failed", "returncode": code,
+              "seconds": round(time.perf_counter() - start, 1), "command": command}
+    if code:
+        status["log_tail"] = log.read_text(errors="replace")[-LOG_TAIL:]
+    atomic_write_text(run_dir.with_suffix(".json"), json.dumps(status, indent=2))
+    return status
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_point(sweep: Sweep, point: Point, sweep_dir: Path, data_dir: Path, device: str, say) -> str:
+    """Run the point's unfinished stages in order; returns ok, or the first failed stage's name."""
+    for stage in sweep.stages:
+        done = stage_status(sweep_dir, point, stage.name)
+        if done and done["status"] == "ok":
+            continue
+        say(f"{point.name}: {stage.name} …")
+        status = run_stage(stage, point, sweep_dir, data_dir, device)
+        if status["status"] != "ok":
+            say(f"{point.name}: {stage.name} FAILED (exit {status['returncode']}); log: "
+                f"{stage_dir(sweep_dir, point, stage.name).with_suffix('.log')}")
+            return stage.name
+        say(f"{point.name}: {stage.name} done in {status['seconds']:.0f} s")
+    return "ok"
+
+
+def run_sweep(path: str | Path, out: str | Path, devices: list[str] | None = None) -> dict:
+    """Run (or continue) the sweep of `path` in folder `out`; returns {point name: ok | failed stage}."""
+    sweep = load_sweep(path)
+    sweep_dir = Path(out).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    recorded = sweep_dir / "sweep.yaml"
+    if recorded.is_file() and yaml.safe_load(recorded.read_text()) != sweep.tree:
+        raise FraferError(f"{sweep_dir} holds another sweep (its sweep.yaml differs from {sweep.path}); "
+                          "use a new folder")
+    atomic_write_text(recorded, sweep.resolved_yaml())
+    data_dir = prepare_data(sweep, sweep_dir)
+    devices = devices or [""]
+    lock = threading.Lock()
+
+    def say(message: str) -> None:
+        with lock:
+            print(message, flush=True)
+
+    todo = [p for p in sweep.points
+            if not all((stage_status(sweep_dir, p, s.name) or {}).get("status") == "ok" for s in sweep.stages)]
+    say(f"sweep {sweep.name}: {len(sweep.points)} points × {len(sweep.stages)} stages, {len(todo)} points to run, "
+        f"in {sweep_dir}")
+    free = list(devices)
+    outcome = {p.name: "ok" for p in sweep.points if p not in todo}
+
+    def work(point: Point) -> None:
+        with lock:
+            device = free.pop(0)
+        try:
+            outcome[point.name] = run_point(sweep, point, sweep_dir, data_dir, device, say)
+        finally:
+            with lock:
+                free.append(device)
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        for future in [pool.submit(work, p) for p in todo]:
+            future.result()
+    return outcome

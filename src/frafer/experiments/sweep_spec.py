@@ -1,0 +1,220 @@
+"""A sweep file: stages that chain (pre-train → probe → fine-tune) and the points to run them at.
+
+    name: temperature-tiny
+    prepare: demo-data              # optional: the demo's synthetic faces, written once into <sweep>/data
+    stages:                         # run in this order for every point
+      pretrain: {command: pretrain, config: ../demo.yaml, overrides: ["data.root=${data}/pretrain"]}
+      probe:    {command: linear-probe, config: ../demo_finetune.yaml, init: pretrain, overrides: [...]}
+    grid:                           # every combination (or `points:`, a list of {key: value} maps)
+      pretrain.model.heatmap_temperature: [0.5, 1.0]
+      seed: [0, 1, 2]               # train.seed of every stage
+    metrics: [probe.best_val.test.top1]
+
+An axis key is `<stage>.<config key>` (the stage's own config), `seed`, or `all.<config key>` for every stage.
+`init: <stage>` sets model.init to that stage's run folder. `${data}` and `${sweep}` expand to the prepared data and
+the sweep folder. Config paths are relative to the sweep file. Every key is checked against its stage's schema
+before anything runs, so a typo stops the sweep at once, naming the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from frafer.config import FinetuneConfig, PretrainConfig, load_config
+from frafer.errors import FraferError
+
+COMMANDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "linear-probe": FinetuneConfig}
+PREPARERS = ("", "demo-data")
+TOP_KEYS = {"name", "prepare", "stages", "grid", "points", "metrics"}
+STAGE_KEYS = {"command", "config", "init", "overrides"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    command: str
+    config: Path
+    init: str = ""  # the stage whose run folder becomes model.init
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Point:
+    """One setting of the swept keys; `values` maps each axis key to its value."""
+
+    values: tuple[tuple[str, object], ...]
+
+    @property
+    def name(self) -> str:
+        """A folder name saying the setting, e.g. `heatmap_temperature=0.5,seed=0`."""
+        parts = [f"{_short(key)}={_text(value)}" for key, value in self.values]
+        return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts)) or "default"
+
+    def overrides_for(self, stage: str) -> list[str]:
+        out = []
+        for key, value in self.values:
+            target, _, config_key = key.partition(".")
+            if key == "seed":
+                out.append(f"train.seed={_text(value)}")
+            elif target in (stage, "all"):
+                out.append(f"{config_key}={_text(value)}")
+        return out
+
+
+@dataclass
+class Sweep:
+    name: str
+    path: Path
+    stages: list[Stage]
+    points: list[Point]
+    axes: list[str]
+    prepare: str = ""
+    metrics: list[str] = field(default_factory=list)
+    tree: dict = field(default_factory=dict)  # the file's content with config paths made absolute
+
+    def resolved_yaml(self) -> str:
+        """The sweep as a file that loads from anywhere: what a sweep folder keeps as its sweep.yaml."""
+        return yaml.safe_dump(self.tree, sort_keys=False)
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _as_list(value, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FraferError(f"{what} must be a list, got {value!r}")
+    return value
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; raises FraferError naming the first thing wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FraferError(f"sweep file {path} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise FraferError(f"sweep file {path} is not valid YAML: {err}") from err
+    if not isinstance(tree, dict):
+        raise FraferError(f"sweep file {path} must be a mapping")
+    unknown = sorted(set(tree) - TOP_KEYS)
+    if unknown:
+        raise FraferError(f"sweep file {path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(TOP_KEYS))})")
+    prepare = tree.get("prepare") or ""
+    if prepare not in PREPARERS:
+        raise FraferError(f"sweep 'prepare' must be one of {', '.join(p for p in PREPARERS if p)}, got {prepare!r}")
+    stages = _read_stages(tree.get("stages"), path)
+    points, axes = _read_points(tree, {s.name for s in stages})
+    resolved = dict(tree, stages={s.name: {**tree["stages"][s.name], "config": str(s.config)} for s in stages})
+    sweep = Sweep(str(tree.get("name") or path.stem), path, stages, points, axes, prepare,
+                  [str(m) for m in _as_list(tree.get("metrics"), "metrics")], resolved)
+    _check_keys(sweep)
+    return sweep
+
+
+def _read_stages(raw, path: Path) -> list[Stage]:
+    if not isinstance(raw, dict) or not raw:
+        raise FraferError(f"sweep file {path}: 'stages' must map stage names to {{command, config, ...}}")
+    stages: list[Stage] = []
+    for name, spec in raw.items():
+        if name in ("seed", "all") or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", str(name)):
+            raise FraferError(f"stage name {name!r}: letters, digits, _ and - only; 'seed' and 'all' are reserved")
+        if not isinstance(spec, dict):
+            raise FraferError(f"stage '{name}' must be a mapping with command and config")
+        unknown = sorted(set(spec) - STAGE_KEYS)
+        if unknown:
+            raise FraferError(f"stage '{name}': unknown key '{unknown[0]}' (known: {', '.join(sorted(STAGE_KEYS))})")
+        command = spec.get("command")
+        if command not in COMMANDS:
+            raise FraferError(f"stage '{name}': command must be one of {', '.join(COMMANDS)}, got {command!r}")
+        if not spec.get("config"):
+            raise FraferError(f"stage '{name}' needs a config (a recipe path relative to the sweep file)")
+        config = (path.parent / spec["config"]).resolve()
+        if not config.is_file():
+            raise FraferError(f"stage '{name}': config {config} does not exist")
+        init = str(spec.get("init") or "")
+        if init and init not in {s.name for s in stages}:
+            raise FraferError(f"stage '{name}': init '{init}' must name an earlier stage")
+        if init and COMMANDS[command] is not FinetuneConfig:
+            raise FraferError(f"stage '{name}': only finetune and linear-probe stages take an init")
+        overrides = tuple(str(o) for o in _as_list(spec.get("overrides"), f"stage '{name}' overrides"))
+        stages.append(Stage(str(name), command, config, init, overrides))
+    return stages
+
+
+def _read_points(tree: dict, stage_names: set[str]) -> tuple[list[Point], list[str]]:
+    if "grid" in tree and "points" in tree:
+        raise FraferError("a sweep has either 'grid' (every combination) or 'points' (a list), not both")
+    if "points" in tree:
+        rows = _as_list(tree["points"], "points")
+        if not rows or not all(isinstance(r, dict) for r in rows):
+            raise FraferError("'points' must be a non-empty list of {key: value} mappings")
+        axes = list(dict.fromkeys(k for r in rows for k in r))
+        missing = [(i, k) for i, r in enumerate(rows) for k in axes if k not in r]
+        if missing:
+            raise FraferError(f"point {missing[0][0]} has no value for '{missing[0][1]}': give every point every key")
+        points = [Point(tuple((k, r[k]) for k in axes)) for r in rows]
+    else:
+        grid = tree.get("grid") or {}
+        if not isinstance(grid, dict):
+            raise FraferError("'grid' must map keys to lists of values")
+        axes = list(grid)
+        values = []
+        for key in axes:
+            options = grid[key] if isinstance(grid[key], list) else [grid[key]]
+            if not options:
+                raise FraferError(f"grid key '{key}' has no values")
+            values.append(options)
+        points = [Point(tuple(zip(axes, combo, strict=True))) for combo in itertools.product(*values)]
+    for key in axes:
+        target = key.partition(".")[0]
+        if key != "seed" and (target not in stage_names | {"all"} or "." not in key):
+            raise FraferError(f"sweep key '{key}': write <stage>.<config key> (stages: {', '.join(sorted(stage_names))}"
+                              "), all.<config key> or seed")
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise FraferError("two points of the sweep have the same setting")
+    return points, axes
+
+
+def _check_keys(sweep: Sweep) -> None:
+    """Build every stage's config at every point (placeholders filled with dummies): unknown keys fail here."""
+    for stage in sweep.stages:
+        for point in sweep.points:
+            overrides = [expand(o, "/sweep", "/data") for o in (*stage.overrides, *point.overrides_for(stage.name))]
+            try:
+                load_config(stage.config, overrides, COMMANDS[stage.command])
+            except FraferError as err:
+                raise FraferError(f"sweep {sweep.path}, stage '{stage.name}', point {point.name}: {err}") from err
+
+
+def expand(text: str, sweep_dir: str | Path, data_dir: str | Path) -> str:
+    return text.replace("${sweep}", str(sweep_dir)).replace("${data}", str(data_dir))
+
+
+def stage_dir(sweep_dir: Path, point: Point, stage: str) -> Path:
+    """Where a point's stage runs: <sweep>/runs/<point>/<stage>/ (its log and status file sit beside it)."""
+    return sweep_dir / "runs" / point.name / stage
+
+
+def stage_status(sweep_dir: Path, point: Point, stage: str) -> dict | None:
+    """The stage's status file (ok or failed, exit code, seconds), or None while it has not ended."""
+    path = stage_dir(sweep_dir, point, stage).with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,165 @@
+"""Results of many runs as one table: a sweep's points, or any run folders side by side.
+
+A run's numbers come from the files every run writes: `results.json` (fine-tune, probe: `last` and `best_val`,
+each with val / test reports) and `metrics.jsonl` (pre-training: the last train line, the last kNN). A metric is
+named by its path in them, e.g. `best_val.test.top1`, `last.val.macro_f1`, `train.loss` (the last logged), `knn.top1`
+(the last kNN monitor); in a sweep, prefixed by the stage: `finetune.best_val.test.top1`, `pretrain.knn.top1`.
+
+Seeds are an axis like any other, except in tables: rows that differ only in the seed are one row, each metric as
+mean ± std (sample std, n − 1) with the seed count, so every comparison shows its spread.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from frafer.experiments.sweep_spec import Sweep, stage_dir, stage_status
+
+REPORT_METRICS = ("top1", "macro_f1", "mean_class_acc")
+
+
+def run_metrics(run_dir: Path) -> dict[str, float]:
+    """Every number a run folder reports, flat: `best_val.test.top1`, …, `train.loss`, `knn.top1`."""
+    out: dict[str, float] = {}
+    results = run_dir / "results.json"
+    if results.is_file():
+        tree = json.loads(results.read_text())
+        for which in ("last", "best_val"):
+            for split in ("val", "test"):
+                report = (tree.get(which) or {}).get(split) or {}
+                for metric in REPORT_METRICS:
+                    if isinstance(report.get(metric), (int, float)):
+                        out[f"{which}.{split}.{metric}"] = float(report[metric])
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        train, knn = None, None
+        for line in metrics.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if row.get("kind") == "train":
+                train = row
+            elif "knn_top1" in row:
+                knn = row
+        if train is not None:
+            out["train.loss"] = float(train["loss"])
+            out["train.step"] = float(train["step"])
+        if knn is not None:
+            out["knn.top1"] = float(knn["knn_top1"])
+    return out
+
+
+def loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    steps, losses = [], []
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("kind") == "train" and "loss" in row:
+            steps.append(int(row["step"]))
+            losses.append(float(row["loss"]))
+    return steps, losses
+
+
+def sweep_rows(sweep: Sweep, sweep_dir: Path) -> list[dict]:
+    """A row per point: its axis values, status, and every stage's metrics prefixed by the stage name."""
+    rows = []
+    for point in sweep.points:
+        row: dict = dict(point.values)
+        problem = ""
+        for stage in sweep.stages:
+            status = stage_status(sweep_dir, point, stage.name)
+            if status is None or status["status"] != "ok":
+                problem = problem or f"{stage.name} {'not run' if status is None else 'failed'}"
+            if status is None:
+                continue
+            for key, value in run_metrics(stage_dir(sweep_dir, point, stage.name)).items():
+                row[f"{stage.name}.{key}"] = value
+        row["status"] = problem or "ok"
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict], axes: list[str], metrics: list[str]) -> list[dict]:
+    """Rows that differ only in `seed` → one row: mean ± std of each metric over the seeds that finished."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    keep = [a for a in axes if a != "seed"]
+    for row in rows:
+        groups[tuple(value_key(row.get(a)) for a in keep)].append(row)
+    table = []
+    for members in groups.values():
+        out = {a: members[0].get(a) for a in keep}
+        ok = [m for m in members if m.get("status") == "ok"]
+        out["seeds"] = f"{len(ok)}/{len(members)}"
+        for metric in metrics:
+            values = [m[metric] for m in ok if isinstance(m.get(metric), float)]
+            out[metric] = mean_std_text(values)
+        table.append(out)
+    return table
+
+
+def value_key(value):
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def mean_std_text(values: list[float]) -> str:
+    if not values:
+        return ""
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def default_metrics(rows: list[dict], wanted: list[str]) -> list[str]:
+    if wanted:
+        return wanted
+    present = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, float)))
+    preferred = [k for k in present if k.endswith(("best_val.val.top1", "best_val.test.top1", "knn.top1"))]
+    return preferred or present[:4]
+
+
+def markdown(table: list[dict], columns: list[str]) -> str:
+    from frafer.eval.reports import markdown_table
+
+    return markdown_table(table, columns)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buffer.getvalue())
+
+
+def flat_config(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    flat: dict = {}
+
+    def walk(tree, prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(yaml.safe_load(path.read_text()) or {}, "")
+    return flat

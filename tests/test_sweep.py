@@ -1,0 +1,149 @@
+"""The sweep runner: a grid of chained runs, failures recorded, reruns skip what is done; tables fold seeds."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from frafer.cli import main
+from frafer.data.synthetic import write_synthetic_dataset
+from frafer.errors import FraferError
+from frafer.experiments.report import runs_table
+from frafer.experiments.sweep_run import run_sweep, stage_command
+from frafer.experiments.sweep_spec import Point, load_sweep, stage_status
+from frafer.experiments.tables import mean_std_text, summarise
+from tests.test_finetune import TINY, TINY_FRA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_sweep(folder: Path, body: dict) -> Path:
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def recipes(folder: Path) -> dict:
+    """A pre-training recipe (a few steps on built-in synthetic faces) and a cached-probe recipe, as YAML files."""
+    pre = folder / "pre.yaml"
+    pre.write_text(yaml.safe_dump({"data": {"source": "synthetic", "root": str(folder / "missing"),
+                                            "synthetic": {"num_images": 32, "num_identities": 8}}}))
+    probe = folder / "probe.yaml"
+    probe.write_text(yaml.safe_dump({"data": {"format": "synthetic"}, "probe": {"epochs": 2}}))
+    train = write_synthetic_dataset(folder / "fer" / "train", 16, size=32, num_identities=4, seed=0, usage="Training")
+    val = write_synthetic_dataset(folder / "fer" / "val", 8, size=32, num_identities=2, seed=1, identity_offset=4,
+                                  usage="PublicTest")
+    return {
+        "pretrain": {"command": "pretrain", "config": "pre.yaml", "overrides": [*TINY_FRA, "train.steps=2"]},
+        "probe": {"command": "linear-probe", "config": "probe.yaml", "init": "pretrain",
+                  "overrides": [*TINY, f"data.root={train}", f"data.extra_roots=[{val}]", "data.test_split=val"]},
+    }
+
+
+def test_a_sweep_runs_its_grid_records_a_failure_and_a_rerun_skips_what_is_done(tmp_path):
+    stages = recipes(tmp_path)
+    path = write_sweep(tmp_path, {"name": "tiny", "stages": stages,
+                                  "grid": {"probe.probe.lr": [0.1, -1.0], "seed": [0, 1]},
+                                  "metrics": ["probe.best_val.val.top1"]})
+    with pytest.raises(FraferError, match="probe.lr"):  # -1 is out of bounds: caught before anything runs
+        load_sweep(path)
+
+    # a value the schema accepts but the run cannot use: pre-training from a folder that does not exist
+    points = [{"seed": 0, "pretrain.data.source": "synthetic"}, {"seed": 1, "pretrain.data.source": "synthetic"},
+              {"seed": 0, "pretrain.data.source": "folder"}]
+    path = write_sweep(tmp_path, {"name": "tiny", "stages": stages, "points": points,
+                                  "metrics": ["probe.best_val.val.top1"]})
+    stages_text = path.read_text()
+    out = tmp_path / "out"
+    outcome = run_sweep(path, out)
+    assert list(outcome.values()) == ["ok", "ok", "pretrain"]
+    sweep = load_sweep(path)
+    failed = sweep.points[2]
+    status = stage_status(out, failed, "pretrain")
+    assert status["status"] == "failed" and status["returncode"] == 2 and "missing" in status["log_tail"]
+    assert stage_status(out, failed, "probe") is None  # the stage after it was skipped
+
+    assert main(["results", str(out)]) == 0  # the sweep folder alone is enough
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["status"] for r in rows] == ["ok", "ok", "pretrain failed"]
+    assert rows[0]["probe.best_val.val.top1"] and rows[0]["pretrain.train.loss"]
+    table = (out / "results.md").read_text()
+    assert "2/2" in table and "0/1" in table  # seeds that finished, per setting
+    assert (out / "plots" / "pretrain_loss.png").is_file()
+    assert (out / "plots" / "probe.best_val.val.top1_vs_pretrain.data.source.png").is_file()
+
+    # a rerun: stages that ended ok are not run again, the failed one is retried
+    logs = {p.name: (out / "runs" / p.name / "probe.log").read_text() for p in sweep.points[:2]}
+    assert list(run_sweep(path, out).values()) == ["ok", "ok", "pretrain"]
+    assert {p.name: (out / "runs" / p.name / "probe.log").read_text() for p in sweep.points[:2]} == logs
+    assert (out / "runs" / failed.name / "pretrain.log").read_text().count("\n$ ") == 2
+
+    path.write_text(stages_text.replace("tiny", "other"))
+    with pytest.raises(FraferError, match="holds another sweep"):
+        run_sweep(path, out)
+
+
+def test_a_killed_stage_resumes_from_its_checkpoint(tmp_path):
+    stages = recipes(tmp_path)
+    path = write_sweep(tmp_path, {"stages": {"pretrain": stages["pretrain"]}, "grid": {"seed": [0]}})
+    sweep = load_sweep(path)
+    point, stage = sweep.points[0], sweep.stages[0]
+    fresh = stage_command(stage, point, tmp_path / "out", tmp_path / "data", "")
+    assert "--config" in fresh and "--overwrite" in fresh and "train.seed=0" in fresh
+    run_dir = tmp_path / "out" / "runs" / point.name / "pretrain"
+    (run_dir / "checkpoints" / "step_00000001").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("{}")
+    resumed = stage_command(stage, point, tmp_path / "out", tmp_path / "data", "cuda:1")
+    assert resumed[3:6] == ["pretrain", "--resume", str(run_dir)] and resumed[-1] == "train.device=cuda:1"
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"stages": {}}, "'stages' must map"),
+    ({"stages": {"a": {"command": "pretrain", "config": "x.yaml"}}}, "does not exist"),
+    ({"stages": {"a": {"command": "train", "config": "x"}}}, "command must be one of"),
+    ({"stagse": {}}, "unknown key 'stagse'"),
+    ({"stages": {"a": {"command": "pretrain", "config": "PRE", "init": "b"}}}, "earlier stage"),
+    ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "grid": {"model.width": [8]}}, "<stage>.<config"),
+    ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "grid": {"a.model.widht": [8]}}, "model.widht"),
+    ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "grid": {"seed": []}}, "has no values"),
+    ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "points": [{"seed": 0}, {"a.train.steps": 1}]},
+     "no value for"),
+])
+def test_bad_sweep_files_are_refused_naming_the_problem(tmp_path, body, message):
+    text = json.dumps(body).replace("PRE", str(ROOT / "configs" / "demo.yaml"))
+    with pytest.raises(FraferError, match=message):
+        load_sweep(write_sweep(tmp_path, json.loads(text)))
+
+
+def test_points_name_their_setting_and_route_keys_to_their_stage():
+    point = Point((("pretrain.model.heatmap_temperature", 0.5), ("all.train.epochs", 2), ("seed", 1)))
+    assert point.name == "heatmap_temperature=0.5,epochs=2,seed=1"
+    assert point.overrides_for("pretrain") == ["model.heatmap_temperature=0.5", "train.epochs=2", "train.seed=1"]
+    assert point.overrides_for("finetune") == ["train.epochs=2", "train.seed=1"]
+
+
+def test_tables_fold_seeds_into_mean_and_sample_std():
+    rows = [{"tau": 0.5, "seed": s, "status": "ok", "acc": a} for s, a in ((0, 60.0), (1, 64.0), (2, 62.0))]
+    rows += [{"tau": 1.0, "seed": 0, "status": "ok", "acc": 70.0}, {"tau": 1.0, "seed": 1, "status": "probe failed"}]
+    table = summarise(rows, ["tau", "seed"], ["acc"])
+    assert table == [{"tau": 0.5, "seeds": "3/3", "acc": "62.00 ± 2.00"}, {"tau": 1.0, "seeds": "1/2", "acc": "70.00"}]
+    assert mean_std_text([]) == ""
+
+
+def test_results_of_run_folders_show_the_keys_that_differ(tmp_path):
+    for name, lr, top1 in (("a", 0.001, 50.0), ("b", 0.003, 55.5)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": lr, "weight_decay": 0.05},
+                                                         "train": {"name": name}}))
+        (run / "results.json").write_text(json.dumps({"best_val": {"val": {"top1": top1}, "test": {"top1": top1}}}))
+    table = runs_table([tmp_path / "a", tmp_path / "b"])
+    header = table.splitlines()[0]
+    assert "optim.lr" in header and "weight_decay" not in header and "train.name" not in header
+    assert "55.50" in table
+    with pytest.raises(FraferError, match="are they run folders"):
+        runs_table([tmp_path])
