@@ -50,17 +50,24 @@ def as_photo(rgb: np.ndarray, upscale: float, pad: float) -> np.ndarray:
     return cv2.copyMakeBorder(big, p, p, p, p, cv2.BORDER_REPLICATE)
 
 
+def crop_landmarks(rgb: np.ndarray, detect, upscale: float, pad: float) -> np.ndarray | None:
+    """MTCNN's 5 landmarks of the best face in `rgb` shown as a photo (`as_photo`), in the crop's own pixels."""
+    faces = [f for f in detect(as_photo(rgb, upscale, pad)) if f.landmarks is not None]
+    if not faces:
+        return None
+    marks = np.asarray(max(faces, key=lambda f: f.score).landmarks, np.float64)
+    return (marks - round(pad * rgb.shape[0] * upscale)) / upscale
+
+
 def dataset_template(samples, detect, upscale: float, pad: float):
     """The mean 5 landmarks of the dataset's own crops, in unit coordinates of the crop: aligning detected faces
     onto it reproduces the dataset's framing (scale, centre and roll) from the landmarks alone."""
     points = []
     for sample in tqdm(samples, desc="template faces", unit="face"):
         rgb = np.asarray(load_sample_image(sample).convert("RGB"))
-        faces = [f for f in detect(as_photo(rgb, upscale, pad)) if f.landmarks is not None]
-        if faces:
-            offset = round(pad * rgb.shape[0] * upscale)
-            marks = np.asarray(max(faces, key=lambda f: f.score).landmarks, np.float64)
-            points.append((marks - offset) / upscale / np.array(rgb.shape[1::-1], np.float64))
+        marks = crop_landmarks(rgb, detect, upscale, pad)
+        if marks is not None:
+            points.append(marks / np.array(rgb.shape[1::-1], np.float64))
     if not points:
         return None
     mean = np.mean(points, axis=0)

@@ -23,7 +23,7 @@ from collections import Counter
 
 import numpy as np
 import torch
-from framing import as_photo  # benchmarks/framing.py
+from framing import crop_landmarks  # benchmarks/framing.py
 
 from frafer.data.fer_dataset import load_sample_image
 from frafer.data.formats import read_fer_dataset
@@ -76,13 +76,11 @@ def dataset_faces(fmt: str, root: str, split: str, count: int, size: int, predic
         if given == count:
             return
         rgb = np.asarray(load_sample_image(sample).convert("RGB"))
-        faces = [f for f in detect(as_photo(rgb, 4.0, 0.5)) if f.landmarks is not None]
-        if not faces:
+        marks = crop_landmarks(rgb, detect, 4.0, 0.5)
+        if marks is None:
             continue
-        marks = np.asarray(max(faces, key=lambda f: f.score).landmarks, np.float64)
-        marks = (marks - round(0.5 * 4.0 * rgb.shape[0])) / 4.0 * (size / rgb.shape[0])
         given += 1
-        yield predictor.crop(rgb, None), landmark_parts(marks, size)
+        yield predictor.crop(rgb, None), landmark_parts(marks * (size / rgb.shape[0]), size)
 
 
 def measure(predictor: Predictor, faces) -> dict:

@@ -5,18 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from frafer.errors import FraferError
+from frafer.eval.reports import markdown_table
 from frafer.experiments.plots import plot_curves, plot_metric_against_axes
 from frafer.experiments.sweep_spec import Sweep, load_sweep
 from frafer.experiments.tables import (
     default_metrics,
     flat_config,
-    markdown,
     run_metrics,
     summarise,
     sweep_rows,
     value_key,
     write_csv,
 )
+from frafer.files import atomic_write_text
 
 
 def write_sweep_results(sweep: Sweep, sweep_dir: Path) -> str:
@@ -25,8 +26,8 @@ def write_sweep_results(sweep: Sweep, sweep_dir: Path) -> str:
     metrics = default_metrics(rows, sweep.metrics)
     write_csv(rows, sweep_dir / "results.csv")
     keep = [a for a in sweep.axes if a != "seed"]
-    table = markdown(summarise(rows, sweep.axes, metrics), [*keep, "seeds", *metrics])
-    (sweep_dir / "results.md").write_text(f"# sweep {sweep.name}\n\n{table}\n")
+    table = markdown_table(summarise(rows, sweep.axes, metrics), [*keep, "seeds", *metrics])
+    atomic_write_text(sweep_dir / "results.md", f"# sweep {sweep.name}\n\n{table}\n")
     plot_metric_against_axes(rows, sweep.axes, metrics, sweep_dir / "plots")
     plot_curves(sweep, sweep_dir, sweep_dir / "plots")
     return table
@@ -54,4 +55,4 @@ def runs_table(run_dirs: list[Path], metrics: list[str] = ()) -> str:
     chosen = default_metrics(rows, list(metrics))
     if not any(isinstance(r.get(m), float) for r in rows for m in chosen):
         raise FraferError("none of these folders has results.json or metrics.jsonl: are they run folders?")
-    return markdown(rows, ["run", *differing, *chosen])
+    return markdown_table(rows, ["run", *differing, *chosen])

@@ -37,10 +37,11 @@ def prepare_data(sweep: Sweep, sweep_dir: Path) -> Path:
         from frafer.config import load_config
         from frafer.demo import write_demo_data
 
-        base = load_config(sweep.stages[0].config) if sweep.stages[0].command == "pretrain" else None
-        syn = base.data.synthetic if base is not None else None
-        if syn is None:
-            raise FraferError("prepare: demo-data needs a pretrain first stage whose recipe sets data.synthetic")
+        if sweep.stages[0].command != "pretrain":
+            raise FraferError("prepare: demo-data needs a pretrain first stage (its recipe's data.synthetic and "
+                              "image size are what is written)")
+        base = load_config(sweep.stages[0].config)
+        syn = base.data.synthetic
         write_demo_data(data, base.data.image_size, syn.num_images, syn.num_identities, syn.seed,
                         syn.expression_gain)
     return data

@@ -14,13 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
 from frafer.experiments.sweep_spec import Sweep, stage_dir, stage_status
+from frafer.files import atomic_write_text
 
 REPORT_METRICS = ("top1", "macro_f1", "mean_class_acc")
 
@@ -37,38 +38,35 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
                 for metric in REPORT_METRICS:
                     if isinstance(report.get(metric), (int, float)):
                         out[f"{which}.{split}.{metric}"] = float(report[metric])
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        train, knn = None, None
-        for line in metrics.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-            if row.get("kind") == "train":
-                train = row
-            elif "knn_top1" in row:
-                knn = row
-        if train is not None:
-            out["train.loss"] = float(train["loss"])
-            out["train.step"] = float(train["step"])
-        if knn is not None:
-            out["knn.top1"] = float(knn["knn_top1"])
+    train, knn = None, None
+    for row in metric_lines(run_dir):
+        if row.get("kind") == "train":
+            train = row
+        elif "knn_top1" in row:
+            knn = row
+    if train is not None:
+        out["train.loss"] = float(train["loss"])
+        out["train.step"] = float(train["step"])
+    if knn is not None:
+        out["knn.top1"] = float(knn["knn_top1"])
     return out
 
 
-def loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
-    steps, losses = [], []
+def metric_lines(run_dir: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl (none when it has none; a line cut by a kill is left out)."""
     path = run_dir / "metrics.jsonl"
+    rows = []
     for line in path.read_text().splitlines() if path.is_file() else []:
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if row.get("kind") == "train" and "loss" in row:
-            steps.append(int(row["step"]))
-            losses.append(float(row["loss"]))
-    return steps, losses
+    return rows
+
+
+def loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    train = [r for r in metric_lines(run_dir) if r.get("kind") == "train" and "loss" in r]
+    return [int(r["step"]) for r in train], [float(r["loss"]) for r in train]
 
 
 def sweep_rows(sweep: Sweep, sweep_dir: Path) -> list[dict]:
@@ -113,9 +111,8 @@ def value_key(value):
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def mean_std_text(values: list[float]) -> str:
@@ -133,19 +130,13 @@ def default_metrics(rows: list[dict], wanted: list[str]) -> list[str]:
     return preferred or present[:4]
 
 
-def markdown(table: list[dict], columns: list[str]) -> str:
-    from frafer.eval.reports import markdown_table
-
-    return markdown_table(table, columns)
-
-
 def write_csv(rows: list[dict], path: Path) -> None:
     columns = list(dict.fromkeys(k for r in rows for k in r))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns)
     writer.writeheader()
     writer.writerows(rows)
-    path.write_text(buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def flat_config(run_dir: Path) -> dict:
