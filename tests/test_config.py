@@ -102,7 +102,7 @@ def test_methods_lists_every_method_and_head_and_an_unknown_method_exits_2(capsy
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines if line.startswith("  ")]
-    assert names == ["fra", "byol", "moco_v2", "linear", "finetune"]
+    assert names == ["fra", "byol", "moco_v2", "linear", "finetune", "dmue"]
     assert main(["config", "method=nosuch"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["frafer: error: unknown method 'nosuch' (known: fra, byol, moco_v2)"]

@@ -32,6 +32,7 @@ from frafer.errors import FraferError
 from frafer.eval import reports as metrics_module
 from frafer.eval.evaluate import evaluate_bundle
 from frafer.eval.verification import verify_checkpoint
+from frafer.methods import heads as heads_module
 from frafer.models.classifier import FERClassifier
 from frafer.train import classifier_loop as finetune_module
 from frafer.train import linear_probe as linear_probe_module
@@ -274,7 +275,7 @@ def test_faithful_linear_probe_resumes(data, lp_faithful, tmp_path, quick_figure
 
 
 def test_ctrl_c_checkpoints_and_the_resume_is_exact(data, ft_run, tmp_path, quick_figures, monkeypatch, ctrl_c):
-    real, calls = finetune_module.loss_fn, {"n": 0}
+    real, calls = heads_module.loss_fn, {"n": 0}
 
     def interrupting(cfg):
         criterion = real(cfg)
@@ -287,7 +288,7 @@ def test_ctrl_c_checkpoints_and_the_resume_is_exact(data, ft_run, tmp_path, quic
 
         return loss
 
-    monkeypatch.setattr(finetune_module, "loss_fn", interrupting)
+    monkeypatch.setattr(heads_module, "loss_fn", interrupting)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg_for(data, "train.epochs=2"), tmp_path / "run")
     ckpt = latest_checkpoint(tmp_path / "run")

@@ -269,6 +269,9 @@ class FERModelConfig:
     head_init_std: float = _f(0.01, "std of the new linear head's normal initialisation (bias 0)", lo=0)
     dropout: float = _f(0.0, "dropout before the linear head", lo=0, hi=1)
     keep_regions: bool = _f(True, "when init is an FRA run, keep its region model in the bundle (predict --heatmaps)")
+    head: Literal["finetune", "dmue"] = _f(
+        "finetune", "how `frafer finetune` trains: a plain linear head, or DMUE's auxiliary branches and uncertainty "
+                    "(dmue section); both deploy as the trunk + one linear head")
 
 
 @dataclass
@@ -282,6 +285,18 @@ class FinetuneOptimConfig:
     min_lr: float = _f(1e-6, "learning rate at the end of the cosine", lo=0)
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy", lo=0, hi=1)
     grad_clip: float = _f(0.0, "clip the global gradient norm to this value (0 = off)", lo=0)
+    layer_decay: float = _f(1.0, "layer-wise LR decay: layer4 trains at lr, layer3 at lr*d, ..., the stem at lr*d^4 "
+                            "(1 = off)", lo=0, lo_open=True, hi=1)
+
+
+@dataclass
+class DMUEConfig:
+    temperature: float = _f(1.2, "T, softmax temperature of the mined latent distributions", lo=0, lo_open=True)
+    omega: float = _f(0.5, "omega, weight of L_soft", lo=0)
+    gamma: float = _f(1000.0, "gamma, weight of the similarity-preserving loss L_sp", lo=0)
+    switch_epoch: float = _f(6.0, "beta (a), the epoch where w_u reaches 1 and w_d starts to fall (report and "
+                             "AffectNet: 6; RAF-DB and FERPlus: about 10)", lo=0, lo_open=True)
+    dropout: float = _f(0.5, "dropout before every branch's classifier", lo=0, hi=1)
 
 
 @dataclass
@@ -318,6 +333,7 @@ class FinetuneConfig:
     model: FERModelConfig = field(default_factory=FERModelConfig)
     optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    dmue: DMUEConfig = field(default_factory=DMUEConfig)
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
 
 

@@ -68,9 +68,13 @@ class ResNetTrunk(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def through_layer3(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem to layer3: the part DMUE's branches share, (B, C/2, H/16, W/16)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, C, h, w)
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(self.through_layer3(x))  # (B, C, h, w)
 
 
 def build_trunk(

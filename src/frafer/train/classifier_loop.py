@@ -28,7 +28,7 @@ from frafer.data.transforms import build_eval_transform, build_fer_train_transfo
 from frafer.engine import common, distributed, machine, session
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.eval.evaluate import evaluate_samples
-from frafer.methods.heads import get_head, loss_fn
+from frafer.methods.heads import get_head
 from frafer.optim import lr_at, plan_budget
 from frafer.precision import autocast
 from frafer.train.downstream_common import FinetuneResult, build_classifier, resolve_run_dir, save_model, write_results
@@ -88,21 +88,21 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
         model.freeze_trunk()
         if cfg.probe.feature_norm:
             model.add_feature_norm()
-    model.to(device)
-    head = get_head("linear" if frozen else "finetune")
-    optimizer = head.optimizer(cfg, model)
+    head = get_head("linear" if frozen else cfg.model.head)
+    objective = head.objective(cfg, model, len(splits.classes))
+    trained = objective.module.to(device)  # the classifier, or the network a head trains around it
+    optimizer = head.optimizer(cfg, trained)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
-    criterion = loss_fn(cfg)
 
     step, history, best = 0, [], None
     if ckpt is not None:
-        step, meta = session.restore_state(ckpt, model, optimizer, scaler, device, budget)
+        step, meta = session.restore_state(ckpt, trained, optimizer, scaler, device, budget)
         history, best = meta.get("history", []), meta.get("best")
     session.write_run_record(run_dir, cfg, ctx, ckpt is not None, overwrite,
                              {"mode": mode, "data": splits.summary()}, {"init.json": json.dumps(init_record, indent=2)})
     logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
-    net = session.wrap_ddp(model, ctx)
+    net = session.wrap_ddp(trained, ctx)
     loader = DataLoader(
         FERImages(train_samples, train_tf, target_fn), batch_sampler=sampler, num_workers=cfg.data.num_workers,
         collate_fn=collate_fer, pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
@@ -112,13 +112,13 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     eval_workers = min(cfg.data.num_workers, 4)
 
     def evaluate(samples, desc, net=None):
-        return evaluate_samples(net or model, samples, splits.classes, eval_tf, device, batch_size, eval_workers,
-                                desc)
+        return evaluate_samples(net or objective.deployed(), samples, splits.classes, eval_tf, device, batch_size,
+                                eval_workers, desc)
 
     def checkpoint(reason: str) -> None:
         meta = {"epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch, "total_steps": budget.total,
                 "loss": result.last_loss, "reason": reason, "history": history, "best": best}
-        session.save_state(run_dir, step, model, optimizer, scaler, ctx, meta, t.keep_checkpoints)
+        session.save_state(run_dir, step, trained, optimizer, scaler, ctx, meta, t.keep_checkpoints)
 
     def validation_due() -> bool:
         """After every `eval_every_epochs` whole epochs, and at the run's end (a partial last epoch too)."""
@@ -133,7 +133,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
         improved = best is None or report["top1"] > best["val_top1"]
         if t.select == "val" and improved:
             best = record
-            save_model(run_dir / "model", model, cfg, splits, init_record, mode, finished, report)
+            save_model(run_dir / "model", objective.deployed(), cfg, splits, init_record, mode, finished, report)
         loss = f"loss {result.last_loss:.4f}, " if math.isfinite(result.last_loss) else ""
         mark = " (best)" if improved else ""
         tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: {loss}val top-1 {report['top1']:.2f}%{mark}")
@@ -152,9 +152,9 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
             with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
                 if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
                     with autocast(t.precision, device):
-                        logits = net(images.to(device, non_blocking=True))
-                    loss = criterion(logits.float(), targets.to(device))
-                    common.check_finite(step, {"loss": loss}, _NAN_ADVICE)
+                        loss, parts = objective.loss(net, images.to(device, non_blocking=True),
+                                                     targets.to(device), step // steps_per_epoch)
+                    common.check_finite(step, parts | {"loss": loss}, _NAN_ADVICE)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if cfg.optim.grad_clip > 0 and not frozen:
@@ -169,14 +169,16 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
             if step % t.log_every == 0 or step == budget.stop:
                 rate = seen / max(time.perf_counter() - tick, 1e-9)
                 lr_now = optimizer.param_groups[0]["lr"]
-                logger.log(step, {"loss": result.last_loss, "lr": lr_now, "img_per_s": rate}, prefix="train")
+                logged = {k: float(v) for k, v in parts.items()} if len(images) else {}
+                logger.log(step, logged | {"loss": result.last_loss, "lr": lr_now, "img_per_s": rate},
+                           prefix="train")
                 bar.set_postfix(loss=f"{result.last_loss:.4f}", lr=f"{lr_now:.2e}", img_s=f"{rate:.0f}")
             if step >= budget.stop:
                 break
         bar.close()
         return unreadable
 
-    model.train()
+    trained.train()
     finished = budget.epoch(step)
     if budget.ends_epoch(step) and validation_due() and all(r["epoch"] != finished for r in history):
         # resumed from a checkpoint taken at an epoch's end before its validation was recorded (Ctrl-C while
@@ -200,8 +202,8 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     if not budget.ends_epoch(step):
         checkpoint(result.stopped)
     if ctx.is_main:
-        result.results = _finish(run_dir, model, cfg, splits, init_record, mode, budget.epoch(step), best,
-                                 evaluate)
+        result.results = _finish(run_dir, objective.deployed(), cfg, splits, init_record, mode, budget.epoch(step),
+                                 best, evaluate)
     distributed.barrier()
     logger.close()
     return result

@@ -60,7 +60,7 @@ def resolve_run_dir(cfg: FinetuneConfig, run_dir, mode: str) -> Path:
 
 def save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, mode: str,
                 epoch: float, val_report: dict | None) -> None:
-    info = {"mode": mode, "head": "linear" if mode == "linear_probe" else "finetune", "epoch": epoch,
+    info = {"mode": mode, "head": "linear" if mode == "linear_probe" else cfg.model.head, "epoch": epoch,
             "init": init_record["source"], "pretrain_method": init_record.get("method", "unknown"),
             "data": to_dict(cfg.data) | {"name": splits.name},
             "val_top1": None if val_report is None else val_report["top1"], "config": to_dict(cfg)}
