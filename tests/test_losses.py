@@ -10,6 +10,7 @@ from frafer.losses.ssl import (
     byol_loss,
     diversity,
     fra_loss,
+    heatmap_sharpness,
     instance_loss,
     local_loss,
     regression,
@@ -100,6 +101,31 @@ def test_diversity_extremes():
     one_hot = torch.zeros(2, n, 3, 3)
     one_hot[:, 3] = 1.0
     assert diversity(one_hot + 1e-7).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_heatmap_sharpness_extremes_and_a_hand_case():
+    n = 8
+    flat = heatmap_sharpness(torch.full((2, n, 3, 3), 1.0 / n))
+    assert flat["hm_entropy"].item() == pytest.approx(math.log(n), abs=1e-5)
+    assert flat["hm_maxprob"].item() == pytest.approx(1.0 / n, abs=1e-6)
+    one_hot = torch.zeros(2, n, 3, 3)
+    one_hot[:, 5] = 1.0
+    peaked = heatmap_sharpness(one_hot)
+    assert peaked["hm_entropy"].item() == pytest.approx(0.0, abs=1e-6)
+    assert peaked["hm_maxprob"].item() == pytest.approx(1.0)
+    # one pixel (0.5, 0.5), one pixel (1, 0): entropy (ln 2 + 0)/2, max-prob (0.5 + 1)/2
+    maps = torch.tensor([[[[0.5, 1.0]], [[0.5, 0.0]]]])  # (1, 2, 1, 2)
+    half = heatmap_sharpness(maps)
+    assert half["hm_entropy"].item() == pytest.approx(math.log(2) / 2, rel=1e-6)
+    assert half["hm_maxprob"].item() == pytest.approx(0.75)
+
+
+def test_fra_loss_logs_sharpness_and_delta_with_the_diversity_term_off():
+    out = _outputs()
+    _, parts = fra_loss(out, LossConfig(diversity_weight=0.0))
+    assert parts["diversity"].item() == pytest.approx(diversity(out["online_heatmaps"][0]).item(), rel=1e-6)
+    assert parts["hm_entropy"].item() == pytest.approx(
+        heatmap_sharpness(out["online_heatmaps"][0])["hm_entropy"].item(), rel=1e-6)
 
 
 def _outputs(b=4, n=3, d=8, h=2, seed=0):

@@ -95,6 +95,17 @@ def diversity(heatmaps: torch.Tensor) -> torch.Tensor:
     return -(m_bar * torch.log(m_bar.clamp_min(1e-12))).sum(dim=1).mean()
 
 
+def heatmap_sharpness(heatmaps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How peaked the region heatmaps are, for logging; heatmaps: (B, N, h, w), a distribution over N per pixel.
+
+    hm_entropy: mean per-pixel entropy over regions (log N when uniform, 0 when one region takes the pixel);
+    hm_maxprob: mean per-pixel largest region probability (1/N when uniform, 1 when peaked).
+    """
+    p = heatmaps.detach().float()
+    return {"hm_entropy": -(p * torch.log(p.clamp_min(1e-12))).sum(dim=1).mean(),
+            "hm_maxprob": p.max(dim=1).values.mean()}
+
+
 def byol_loss(out: dict[str, list]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """BYOL's objective Σ_{(v,w) ∈ {(1,2),(2,1)}} L_inst from the global branch's outputs, and its parts."""
     inst = sum(instance_loss(out["pred_global"][v], out["target_global"][w]) for v, w in ((0, 1), (1, 0)))
@@ -105,7 +116,8 @@ def fra_loss(out: dict[str, list], cfg) -> tuple[torch.Tensor, dict[str, torch.T
     """Total FRA objective from `FRA.forward` outputs and a LossConfig.
 
     L = Σ_{(v,w) ∈ {(1,2),(2,1)}} [λ_c·L_inst + (1−λ_c)·L_local] + λ_r·L_r ∓ λ_div·δ.
-    Returns the loss and its parts (detached) for logging.
+    Returns the loss and its parts (detached) for logging, with the online heatmaps' region usage δ and sharpness
+    (`heatmap_sharpness`) averaged over the two views whatever the weights.
     """
     pairs = ((0, 1), (1, 0))
     inst = sum(instance_loss(out["pred_global"][v], out["target_global"][w]) for v, w in pairs)
@@ -131,11 +143,16 @@ def fra_loss(out: dict[str, list], cfg) -> tuple[torch.Tensor, dict[str, torch.T
         parts["relation"] = relation
         parts["rel_ce"] = scale * (per_view[0][1]["rel_ce"] + per_view[1][1]["rel_ce"])
         parts["rel_me"] = scale * (per_view[0][1]["rel_me"] + per_view[1][1]["rel_me"])
-    if cfg.diversity_weight > 0:
-        delta = 0.5 * (diversity(out["online_heatmaps"][0]) + diversity(out["online_heatmaps"][1]))
-        sign = -1.0 if cfg.diversity_mode == "subtract" else 1.0
-        total = total + sign * cfg.diversity_weight * delta
+    maps = out.get("online_heatmaps")
+    if maps is not None:
+        with torch.set_grad_enabled(cfg.diversity_weight > 0):  # δ is always logged, differentiated only when used
+            delta = 0.5 * (diversity(maps[0]) + diversity(maps[1]))
+        if cfg.diversity_weight > 0:
+            sign = -1.0 if cfg.diversity_mode == "subtract" else 1.0
+            total = total + sign * cfg.diversity_weight * delta
         parts["diversity"] = delta
+        sharp = [heatmap_sharpness(m) for m in maps]
+        parts |= {k: 0.5 * (sharp[0][k] + sharp[1][k]) for k in sharp[0]}
     parts = {k: v.detach() for k, v in parts.items()}
     parts["loss"] = total.detach()
     return total, parts
