@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from frafer.cli import main
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
+from frafer.experiments.heatmap_panels import TILE
 from frafer.experiments.report import runs_table
 from frafer.experiments.sweep_run import run_sweep, stage_command
-from frafer.experiments.sweep_spec import Point, load_sweep, stage_status
+from frafer.experiments.sweep_spec import Point, load_sweep, stage_dir, stage_status
 from frafer.experiments.tables import mean_std_text, summarise
 from tests.test_finetune import TINY, TINY_FRA
 
@@ -53,34 +55,46 @@ def test_a_sweep_runs_its_grid_records_a_failure_and_a_rerun_skips_what_is_done(
         load_sweep(path)
 
     # a value the schema accepts but the run cannot use: pre-training from a folder that does not exist
-    points = [{"seed": 0, "pretrain.data.source": "synthetic"}, {"seed": 1, "pretrain.data.source": "synthetic"},
-              {"seed": 0, "pretrain.data.source": "folder"}]
+    # the last point differs from the first only in the probe's learning rate: the two share one pre-training run
+    points = [{"seed": 0, "pretrain.data.source": "synthetic", "probe.probe.lr": 0.1},
+              {"seed": 1, "pretrain.data.source": "synthetic", "probe.probe.lr": 0.1},
+              {"seed": 0, "pretrain.data.source": "folder", "probe.probe.lr": 0.1},
+              {"seed": 0, "pretrain.data.source": "synthetic", "probe.probe.lr": 0.2}]
     path = write_sweep(tmp_path, {"name": "tiny", "stages": stages, "points": points,
                                   "metrics": ["probe.best_val.val.top1"]})
     stages_text = path.read_text()
     out = tmp_path / "out"
     outcome = run_sweep(path, out)
-    assert list(outcome.values()) == ["ok", "ok", "pretrain"]
+    assert list(outcome.values()) == ["ok", "ok", "pretrain", "ok"]
     sweep = load_sweep(path)
     failed = sweep.points[2]
-    status = stage_status(out, failed, "pretrain")
+    status = stage_status(sweep, out, failed, "pretrain")
     assert status["status"] == "failed" and status["returncode"] == 2 and "missing" in status["log_tail"]
-    assert stage_status(out, failed, "probe") is None  # the stage after it was skipped
+    assert stage_status(sweep, out, failed, "probe") is None  # the stage after it was skipped
+    first, last = sweep.points[0], sweep.points[3]
+    shared = stage_dir(sweep, out, first, "pretrain")
+    assert stage_dir(sweep, out, last, "pretrain") == shared and shared.parent.name == "seed=0,source=synthetic"
+    assert shared.with_suffix(".log").read_text().count("\n$ ") == 1  # run once for both points
+    assert stage_dir(sweep, out, first, "probe") != stage_dir(sweep, out, last, "probe")
 
     assert main(["results", str(out)]) == 0  # the sweep folder alone is enough
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [r["status"] for r in rows] == ["ok", "ok", "pretrain failed"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "pretrain failed", "ok"]
     assert rows[0]["probe.best_val.val.top1"] and rows[0]["pretrain.train.loss"]
     table = (out / "results.md").read_text()
     assert "2/2" in table and "0/1" in table  # seeds that finished, per setting
-    assert (out / "plots" / "pretrain_loss.png").is_file()
+    assert (out / "plots" / "pretrain_loss.png").is_file() and (out / "plots" / "pretrain_hm_entropy.png").is_file()
+    panels = Image.open(out / "plots" / "pretrain_heatmaps.png")  # a row per finished pre-training run: 2 here
+    assert panels.width == 6 * TILE and panels.height == 2 * (TILE + 16 + 4)
     assert (out / "plots" / "probe.best_val.val.top1_vs_pretrain.data.source.png").is_file()
 
     # a rerun: stages that ended ok are not run again, the failed one is retried
-    logs = {p.name: (out / "runs" / p.name / "probe.log").read_text() for p in sweep.points[:2]}
-    assert list(run_sweep(path, out).values()) == ["ok", "ok", "pretrain"]
-    assert {p.name: (out / "runs" / p.name / "probe.log").read_text() for p in sweep.points[:2]} == logs
-    assert (out / "runs" / failed.name / "pretrain.log").read_text().count("\n$ ") == 2
+    def logs():
+        return [stage_dir(sweep, out, p, "probe").with_suffix(".log").read_text() for p in sweep.points[:2]]
+    before = logs()
+    assert list(run_sweep(path, out).values()) == ["ok", "ok", "pretrain", "ok"]
+    assert logs() == before
+    assert stage_dir(sweep, out, failed, "pretrain").with_suffix(".log").read_text().count("\n$ ") == 2
 
     path.write_text(stages_text.replace("tiny", "other"))
     with pytest.raises(FraferError, match="holds another sweep"):
@@ -92,13 +106,27 @@ def test_a_killed_stage_resumes_from_its_checkpoint(tmp_path):
     path = write_sweep(tmp_path, {"stages": {"pretrain": stages["pretrain"]}, "grid": {"seed": [0]}})
     sweep = load_sweep(path)
     point, stage = sweep.points[0], sweep.stages[0]
-    fresh = stage_command(stage, point, tmp_path / "out", tmp_path / "data", "")
+    fresh = stage_command(sweep, stage, point, tmp_path / "out", tmp_path / "data", "")
     assert "--config" in fresh and "--overwrite" in fresh and "train.seed=0" in fresh
     run_dir = tmp_path / "out" / "runs" / point.name / "pretrain"
     (run_dir / "checkpoints" / "step_00000001").mkdir(parents=True)
     (run_dir / "config.yaml").write_text("{}")
-    resumed = stage_command(stage, point, tmp_path / "out", tmp_path / "data", "cuda:1")
+    resumed = stage_command(sweep, stage, point, tmp_path / "out", tmp_path / "data", "cuda:1")
     assert resumed[3:6] == ["pretrain", "--resume", str(run_dir)] and resumed[-1] == "train.device=cuda:1"
+
+
+def test_a_point_may_replace_a_stages_init(tmp_path):
+    stages = recipes(tmp_path)
+    points = [{"probe.model.init": "none"}, {"probe.model.init": None}]
+    path = write_sweep(tmp_path, {"stages": stages, "points": points})
+    sweep = load_sweep(path)
+    probe = sweep.stages[1]
+    assert [p.name for p in sweep.points] == ["init=none", "default"]
+    random_init = stage_command(sweep, probe, sweep.points[0], tmp_path / "out", tmp_path / "data", "")
+    assert [o for o in random_init if o.startswith("model.init=")] == ["model.init=none"]
+    chained = stage_command(sweep, probe, sweep.points[1], tmp_path / "out", tmp_path / "data", "")
+    assert [o for o in chained if o.startswith("model.init=")] == [
+        f"model.init={stage_dir(sweep, tmp_path / 'out', sweep.points[1], 'pretrain')}"]
 
 
 @pytest.mark.parametrize("body, message", [
@@ -112,11 +140,23 @@ def test_a_killed_stage_resumes_from_its_checkpoint(tmp_path):
     ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "grid": {"seed": []}}, "has no values"),
     ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "points": [{"seed": 0}, {"a.train.steps": 1}]},
      "no value for"),
+    ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "points": [{"seed": 0}], "grid": {"seed": [1]}},
+     "both in 'points' and in 'grid'"),
 ])
 def test_bad_sweep_files_are_refused_naming_the_problem(tmp_path, body, message):
     text = json.dumps(body).replace("PRE", str(ROOT / "configs" / "demo.yaml"))
     with pytest.raises(FraferError, match=message):
         load_sweep(write_sweep(tmp_path, json.loads(text)))
+
+
+def test_points_are_crossed_with_the_grid(tmp_path):
+    body = {"stages": {"a": {"command": "pretrain", "config": str(ROOT / "configs" / "demo.yaml")}},
+            "points": [{"a.loss.diversity_weight": 0}, {"a.loss.diversity_weight": 0.01}],
+            "grid": {"a.loss.diversity_mode": ["subtract", "add"], "seed": [0, 1]}}
+    sweep = load_sweep(write_sweep(tmp_path, body))
+    assert len(sweep.points) == 8
+    assert sweep.axes == ["a.loss.diversity_weight", "a.loss.diversity_mode", "seed"]
+    assert sweep.points[-1].name == "diversity_weight=0.01,diversity_mode=add,seed=1"
 
 
 def test_points_name_their_setting_and_route_keys_to_their_stage():

@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg only: no disp
 from matplotlib.figure import Figure
 
 from frafer.experiments.sweep_spec import Sweep, stage_dir
-from frafer.experiments.tables import loss_curve, mean_std
+from frafer.experiments.tables import CURVES, curve, mean_std
 
 
 def _figure(width: float, height: float):
@@ -62,25 +62,34 @@ def plot_metric_against_axes(rows: list[dict], axes: list[str], metrics: list[st
 
 
 def plot_curves(sweep: Sweep, sweep_dir: Path, folder: Path) -> list[Path]:
-    """Per stage that logs training lines: every point's loss against the step, overlaid."""
+    """Per stage and logged series (loss, kNN, sharpness, val top-1: `tables.CURVES`): every run's curve overlaid.
+
+    Points sharing a stage's run (they differ only in later stages) draw it once, under the setting it ran at.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for stage in sweep.stages:
-        curves = [(p.name, loss_curve(stage_dir(sweep_dir, p, stage.name))) for p in sweep.points]
-        curves = [(name, c) for name, c in curves if c[0]]
-        if not curves:
-            continue
-        fig, ax = _figure(6, 3.8)
-        for name, (steps, losses) in curves:
-            ax.plot(steps, losses, linewidth=1, label=name)
-        ax.set_xlabel("step")
-        ax.set_ylabel(f"{stage.name} loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
-        path = folder / f"{_safe(stage.name)}_loss.png"
-        fig.savefig(path, dpi=110)
-        written.append(path)
+        runs = {}
+        for p in sweep.points:
+            run_dir = stage_dir(sweep, sweep_dir, p, stage.name)
+            runs.setdefault(run_dir, run_dir.parent.name)
+        for kind, key in CURVES:
+            curves = [(name, curve(run_dir, kind, key)) for run_dir, name in runs.items()]
+            curves = [(name, c) for name, c in curves if c[0]]
+            if not curves:
+                continue
+            fig, ax = _figure(6, 3.8)
+            for name, (steps, values) in curves:
+                ax.plot(steps, values, linewidth=1, label=name, marker="o" if len(steps) < 12 else None,
+                        markersize=3)
+            ax.set_xlabel("step")
+            ax.set_ylabel(f"{stage.name} {key}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, ncol=2)
+            fig.tight_layout()
+            path = folder / f"{_safe(stage.name)}_{_safe(key)}.png"
+            fig.savefig(path, dpi=110)
+            written.append(path)
     return written
 
 

@@ -47,11 +47,11 @@ def prepare_data(sweep: Sweep, sweep_dir: Path) -> Path:
     return data
 
 
-def stage_command(stage: Stage, point: Point, sweep_dir: Path, data_dir: Path, device: str) -> list[str]:
-    run_dir = stage_dir(sweep_dir, point, stage.name)
+def stage_command(sweep: Sweep, stage: Stage, point: Point, sweep_dir: Path, data_dir: Path, device: str) -> list[str]:
+    run_dir = stage_dir(sweep, sweep_dir, point, stage.name)
     overrides = [expand(o, sweep_dir, data_dir) for o in stage.overrides] + point.overrides_for(stage.name)
-    if stage.init:
-        overrides.append(f"model.init={stage_dir(sweep_dir, point, stage.init)}")
+    if stage.init and not any(o.startswith("model.init=") for o in point.overrides_for(stage.name)):
+        overrides.append(f"model.init={stage_dir(sweep, sweep_dir, point, stage.init)}")
     if device:
         overrides.append(f"train.device={device}")
     base = [sys.executable, "-m", "frafer", stage.command]
@@ -60,10 +60,10 @@ def stage_command(stage: Stage, point: Point, sweep_dir: Path, data_dir: Path, d
     return [*base, "--config", str(stage.config), "--run-dir", str(run_dir), "--overwrite", *overrides]
 
 
-def run_stage(stage: Stage, point: Point, sweep_dir: Path, data_dir: Path, device: str) -> dict:
-    run_dir = stage_dir(sweep_dir, point, stage.name)
+def run_stage(sweep: Sweep, stage: Stage, point: Point, sweep_dir: Path, data_dir: Path, device: str) -> dict:
+    run_dir = stage_dir(sweep, sweep_dir, point, stage.name)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    command = stage_command(stage, point, sweep_dir, data_dir, device)
+    command = stage_command(sweep, stage, point, sweep_dir, data_dir, device)
     log = run_dir.with_suffix(".log")
     start = time.perf_counter()
     with open(log, "a") as out:
@@ -84,19 +84,41 @@ def _child_env() -> dict:
     return env
 
 
-def run_point(sweep: Sweep, point: Point, sweep_dir: Path, data_dir: Path, device: str, say) -> str:
-    """Run the point's unfinished stages in order; returns ok, or the first failed stage's name."""
+class SharedRuns:
+    """Stage folders several points share, within one `run_sweep`: a lock each, and which ones ran already."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Path, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.attempted: set[Path] = set()
+
+    def lock(self, run_dir: Path) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(run_dir, threading.Lock())
+
+
+def run_point(sweep: Sweep, point: Point, sweep_dir: Path, data_dir: Path, device: str, say,
+              shared: SharedRuns | None = None) -> str:
+    """Run the point's unfinished stages in order; returns ok, or the first failed stage's name.
+
+    A stage shared with another point (`stage_dir`) runs once: a point that finds it ended ok reuses it, and one
+    that finds it failed in this same sweep run fails with it (the next rerun of the sweep retries it).
+    """
+    shared = shared or SharedRuns()
     for stage in sweep.stages:
-        done = stage_status(sweep_dir, point, stage.name)
-        if done and done["status"] == "ok":
-            continue
-        say(f"{point.name}: {stage.name} …")
-        status = run_stage(stage, point, sweep_dir, data_dir, device)
+        run_dir = stage_dir(sweep, sweep_dir, point, stage.name)
+        with shared.lock(run_dir):
+            status = stage_status(sweep, sweep_dir, point, stage.name)
+            fresh = status is None or (status["status"] != "ok" and run_dir not in shared.attempted)
+            if fresh:
+                say(f"{point.name}: {stage.name} …")
+                shared.attempted.add(run_dir)
+                status = run_stage(sweep, stage, point, sweep_dir, data_dir, device)
         if status["status"] != "ok":
-            say(f"{point.name}: {stage.name} FAILED (exit {status['returncode']}); log: "
-                f"{stage_dir(sweep_dir, point, stage.name).with_suffix('.log')}")
+            say(f"{point.name}: {stage.name} FAILED (exit {status['returncode']}); log: {run_dir.with_suffix('.log')}")
             return stage.name
-        say(f"{point.name}: {stage.name} done in {status['seconds']:.0f} s")
+        if fresh:
+            say(f"{point.name}: {stage.name} done in {status['seconds']:.0f} s")
     return "ok"
 
 
@@ -119,17 +141,17 @@ def run_sweep(path: str | Path, out: str | Path, devices: list[str] | None = Non
             print(message, flush=True)
 
     todo = [p for p in sweep.points
-            if not all((stage_status(sweep_dir, p, s.name) or {}).get("status") == "ok" for s in sweep.stages)]
+            if not all((stage_status(sweep, sweep_dir, p, s.name) or {}).get("status") == "ok" for s in sweep.stages)]
     say(f"sweep {sweep.name}: {len(sweep.points)} points × {len(sweep.stages)} stages, {len(todo)} points to run, "
         f"in {sweep_dir}")
-    free = list(devices)
+    free, shared = list(devices), SharedRuns()
     outcome = {p.name: "ok" for p in sweep.points if p not in todo}
 
     def work(point: Point) -> None:
         with lock:
             device = free.pop(0)
         try:
-            outcome[point.name] = run_point(sweep, point, sweep_dir, data_dir, device, say)
+            outcome[point.name] = run_point(sweep, point, sweep_dir, data_dir, device, say, shared)
         finally:
             with lock:
                 free.append(device)
@@ -137,4 +159,4 @@ def run_sweep(path: str | Path, out: str | Path, devices: list[str] | None = Non
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         for future in [pool.submit(work, p) for p in todo]:
             future.result()
-    return outcome
+    return {p.name: outcome[p.name] for p in sweep.points}  # in sweep order, however the points finished

@@ -5,13 +5,16 @@
     stages:                         # run in this order for every point
       pretrain: {command: pretrain, config: ../demo.yaml, overrides: ["data.root=${data}/pretrain"]}
       probe:    {command: linear-probe, config: ../demo_finetune.yaml, init: pretrain, overrides: [...]}
-    grid:                           # every combination (or `points:`, a list of {key: value} maps)
+    grid:                           # every combination (or `points:`, a list of {key: value} maps;
+                                    # with both, every point is crossed with the grid)
       pretrain.model.heatmap_temperature: [0.5, 1.0]
       seed: [0, 1, 2]               # train.seed of every stage
     metrics: [probe.best_val.test.top1]
 
-An axis key is `<stage>.<config key>` (the stage's own config), `seed`, or `all.<config key>` for every stage.
-`init: <stage>` sets model.init to that stage's run folder. `${data}` and `${sweep}` expand to the prepared data and
+An axis key is `<stage>.<config key>` (the stage's own config), `seed`, or `all.<config key>` for every stage; in a
+`points` list, a null value (`~`) leaves the key as the stage sets it.
+`init: <stage>` sets model.init to that stage's run folder, unless the point sets `<stage>.model.init` itself (e.g.
+`none`: the random-init baseline beside the pre-trained one). `${data}` and `${sweep}` expand to the prepared data and
 the sweep folder. Config paths are relative to the sweep file. Every key is checked against its stage's schema
 before anything runs, so a typo stops the sweep at once, naming the key.
 """
@@ -53,13 +56,24 @@ class Point:
     @property
     def name(self) -> str:
         """A folder name saying the setting, e.g. `heatmap_temperature=0.5,seed=0`."""
-        parts = [f"{_short(key)}={_text(value)}" for key, value in self.values]
+        parts = [f"{_short(key)}={_text(value)}" for key, value in self.values if value is not None]
         return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts)) or "default"
+
+    def up_to(self, stages: list[str]) -> Point:
+        """The setting as far as it reaches `stages` (a stage and those before it): what that stage's run depends on.
+
+        Points that differ only in a later stage's keys share the earlier stages' runs (one pre-training for
+        several fine-tuning recipes).
+        """
+        return Point(tuple((k, v) for k, v in self.values
+                           if k == "seed" or k.partition(".")[0] in (*stages, "all")))
 
     def overrides_for(self, stage: str) -> list[str]:
         out = []
         for key, value in self.values:
             target, _, config_key = key.partition(".")
+            if value is None:  # a point that leaves this key at its stage's value
+                continue
             if key == "seed":
                 out.append(f"train.seed={_text(value)}")
             elif target in (stage, "all"):
@@ -160,29 +174,34 @@ def _read_stages(raw, path: Path) -> list[Stage]:
 
 
 def _read_points(tree: dict, stage_names: set[str]) -> tuple[list[Point], list[str]]:
-    if "grid" in tree and "points" in tree:
-        raise FraferError("a sweep has either 'grid' (every combination) or 'points' (a list), not both")
+    """The points of `points` (a list), of `grid` (every combination), or of each point crossed with the grid."""
+    rows: list[dict] = [{}]
     if "points" in tree:
         rows = _as_list(tree["points"], "points")
         if not rows or not all(isinstance(r, dict) for r in rows):
             raise FraferError("'points' must be a non-empty list of {key: value} mappings")
-        axes = list(dict.fromkeys(k for r in rows for k in r))
-        missing = [(i, k) for i, r in enumerate(rows) for k in axes if k not in r]
+        listed = list(dict.fromkeys(k for r in rows for k in r))
+        missing = [(i, k) for i, r in enumerate(rows) for k in listed if k not in r]
         if missing:
             raise FraferError(f"point {missing[0][0]} has no value for '{missing[0][1]}': give every point every key")
-        points = [Point(tuple((k, r[k]) for k in axes)) for r in rows]
-    else:
-        grid = tree.get("grid") or {}
-        if not isinstance(grid, dict):
-            raise FraferError("'grid' must map keys to lists of values")
-        axes = list(grid)
-        values = []
-        for key in axes:
-            options = grid[key] if isinstance(grid[key], list) else [grid[key]]
-            if not options:
-                raise FraferError(f"grid key '{key}' has no values")
-            values.append(options)
-        points = [Point(tuple(zip(axes, combo, strict=True))) for combo in itertools.product(*values)]
+    grid = tree.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise FraferError("'grid' must map keys to lists of values")
+    both = set(grid) & {k for r in rows for k in r}
+    if both:
+        raise FraferError(f"'{sorted(both)[0]}' is both in 'points' and in 'grid': give it in one of them")
+    values = []
+    for key in grid:
+        options = grid[key] if isinstance(grid[key], list) else [grid[key]]
+        if not options:
+            raise FraferError(f"grid key '{key}' has no values")
+        values.append(options)
+    axes = list(dict.fromkeys([*(k for r in rows for k in r), *grid]))
+    points = []
+    for row in rows:
+        for combo in itertools.product(*values):
+            setting = row | dict(zip(grid, combo, strict=True))
+            points.append(Point(tuple((k, setting[k]) for k in axes)))
     for key in axes:
         target = key.partition(".")[0]
         if key != "seed" and (target not in stage_names | {"all"} or "." not in key):
@@ -209,12 +228,16 @@ def expand(text: str, sweep_dir: str | Path, data_dir: str | Path) -> str:
     return text.replace("${sweep}", str(sweep_dir)).replace("${data}", str(data_dir))
 
 
-def stage_dir(sweep_dir: Path, point: Point, stage: str) -> Path:
-    """Where a point's stage runs: <sweep>/runs/<point>/<stage>/ (its log and status file sit beside it)."""
-    return sweep_dir / "runs" / point.name / stage
+def stage_dir(sweep: Sweep, sweep_dir: Path, point: Point, stage: str) -> Path:
+    """Where a point's stage runs: <sweep>/runs/<setting>/<stage>/, its log and status file beside it.
+
+    <setting> names only the values that reach the stage (`Point.up_to`), so points that agree on them share it.
+    """
+    names = [s.name for s in sweep.stages]
+    return sweep_dir / "runs" / point.up_to(names[:names.index(stage) + 1]).name / stage
 
 
-def stage_status(sweep_dir: Path, point: Point, stage: str) -> dict | None:
+def stage_status(sweep: Sweep, sweep_dir: Path, point: Point, stage: str) -> dict | None:
     """The stage's status file (ok or failed, exit code, seconds), or None while it has not ended."""
-    path = stage_dir(sweep_dir, point, stage).with_suffix(".json")
+    path = stage_dir(sweep, sweep_dir, point, stage).with_suffix(".json")
     return json.loads(path.read_text()) if path.is_file() else None

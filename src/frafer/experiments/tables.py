@@ -1,9 +1,10 @@
 """Results of many runs as one table: a sweep's points, or any run folders side by side.
 
 A run's numbers come from the files every run writes: `results.json` (fine-tune, probe: `last` and `best_val`,
-each with val / test reports) and `metrics.jsonl` (pre-training: the last train line, the last kNN). A metric is
-named by its path in them, e.g. `best_val.test.top1`, `last.val.macro_f1`, `train.loss` (the last logged), `knn.top1`
-(the last kNN monitor); in a sweep, prefixed by the stage: `finetune.best_val.test.top1`, `pretrain.knn.top1`.
+each with val / test reports) and `metrics.jsonl` (pre-training: the last train line and monitors). A metric is
+named by its path in them, e.g. `best_val.test.top1`, `last.val.macro_f1`, `train.loss` (the last logged; also
+`train.hm_entropy`, `train.diversity`, …), `knn.top1`, `verify.accuracy` (the last monitors); in a sweep,
+prefixed by the stage: `finetune.best_val.test.top1`, `pretrain.knn.top1`.
 
 Seeds are an axis like any other, except in tables: rows that differ only in the seed are one row, each metric as
 mean ± std (sample std, n − 1) with the seed count, so every comparison shows its spread.
@@ -24,6 +25,7 @@ from frafer.experiments.sweep_spec import Sweep, stage_dir, stage_status
 from frafer.files import atomic_write_text
 
 REPORT_METRICS = ("top1", "macro_f1", "mean_class_acc")
+TRAIN_STATS = ("hm_entropy", "hm_maxprob", "diversity", "wce", "soft", "sp", "aux")
 
 
 def run_metrics(run_dir: Path) -> dict[str, float]:
@@ -38,17 +40,24 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
                 for metric in REPORT_METRICS:
                     if isinstance(report.get(metric), (int, float)):
                         out[f"{which}.{split}.{metric}"] = float(report[metric])
-    train, knn = None, None
+    train, knn, verify = None, None, None
     for row in metric_lines(run_dir):
         if row.get("kind") == "train":
             train = row
         elif "knn_top1" in row:
             knn = row
+        elif "verify_accuracy" in row:
+            verify = row
     if train is not None:
         out["train.loss"] = float(train["loss"])
         out["train.step"] = float(train["step"])
+        for key in TRAIN_STATS:  # FRA's heatmap sharpness and region usage, DMUE's terms, where logged
+            if isinstance(train.get(key), (int, float)):
+                out[f"train.{key}"] = float(train[key])
     if knn is not None:
         out["knn.top1"] = float(knn["knn_top1"])
+    if verify is not None:
+        out["verify.accuracy"] = float(verify["verify_accuracy"])
     return out
 
 
@@ -64,9 +73,16 @@ def metric_lines(run_dir: Path) -> list[dict]:
     return rows
 
 
-def loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
-    train = [r for r in metric_lines(run_dir) if r.get("kind") == "train" and "loss" in r]
-    return [int(r["step"]) for r in train], [float(r["loss"]) for r in train]
+# Curves a sweep overlays, as (the kind of metrics line, the key): the training loss and heatmap sharpness, the
+# kNN and verification monitors, the validation accuracy.
+CURVES = (("train", "loss"), ("train", "hm_entropy"), ("monitor", "knn_top1"), ("monitor", "verify_accuracy"),
+          ("val", "val_top1"))
+
+
+def curve(run_dir: Path, kind: str, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of `key` on the run's metrics lines of `kind`."""
+    rows = [r for r in metric_lines(run_dir) if r.get("kind") == kind and isinstance(r.get(key), (int, float))]
+    return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
 
 
 def sweep_rows(sweep: Sweep, sweep_dir: Path) -> list[dict]:
@@ -76,12 +92,12 @@ def sweep_rows(sweep: Sweep, sweep_dir: Path) -> list[dict]:
         row: dict = dict(point.values)
         problem = ""
         for stage in sweep.stages:
-            status = stage_status(sweep_dir, point, stage.name)
+            status = stage_status(sweep, sweep_dir, point, stage.name)
             if status is None or status["status"] != "ok":
                 problem = problem or f"{stage.name} {'not run' if status is None else 'failed'}"
             if status is None:
                 continue
-            for key, value in run_metrics(stage_dir(sweep_dir, point, stage.name)).items():
+            for key, value in run_metrics(stage_dir(sweep, sweep_dir, point, stage.name)).items():
                 row[f"{stage.name}.{key}"] = value
         row["status"] = problem or "ok"
         rows.append(row)
