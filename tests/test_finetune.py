@@ -18,9 +18,9 @@ import torchvision
 from PIL import Image
 
 from frafer.artifacts.bundle import load_bundle
-from frafer.artifacts.checkpoint import latest_checkpoint, load_weights
+from frafer.artifacts.checkpoint import latest_checkpoint, load_weights, save_weights
 from frafer.artifacts.export import export_backbone
-from frafer.artifacts.trunk_init import TrunkLayout, load_trunk
+from frafer.artifacts.trunk_init import TrunkLayout, load_trunk, rescale_to_init_norms
 from frafer.cli import main
 from frafer.config import FinetuneConfig, build_config, load_config
 from frafer.data.fer_dataset import FERImages, FERSample, collate_fer
@@ -33,6 +33,7 @@ from frafer.eval import reports as metrics_module
 from frafer.eval.evaluate import evaluate_bundle
 from frafer.eval.verification import verify_checkpoint
 from frafer.methods import heads as heads_module
+from frafer.models.backbones import build_trunk
 from frafer.models.classifier import FERClassifier
 from frafer.train import classifier_loop as finetune_module
 from frafer.train import linear_probe as linear_probe_module
@@ -852,3 +853,21 @@ def test_pretrain_method_of_runs_written_before_the_method_key(tmp_path):
     assert pretrain_method(weights) == "fra"
     (tmp_path / "run" / "config.yaml").write_text("method: moco_v2\n")
     assert pretrain_method(weights) == "moco_v2"
+
+
+def test_rescale_init_undoes_weight_growth_and_is_recorded(data, tmp_path):
+    trunk = build_trunk("resnet18", width=8)
+    convs = [m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)]
+    # a fresh init already sits at sqrt(2·in) within sampling noise: factors near 1
+    assert all(abs(f - 1) < 0.15 for f in rescale_to_init_norms(build_trunk("resnet18", width=8)))
+    with torch.no_grad():
+        for i, m in enumerate(convs):
+            m.weight.mul_(1.5 + i)  # growth as long pre-training gives
+    factors = rescale_to_init_norms(trunk)
+    assert all(f < 0.7 for f in factors)
+    assert all(m.weight.norm().item() == pytest.approx(math.sqrt(2 * m.in_channels), rel=1e-5) for m in convs)
+    weights = tmp_path / "grown.safetensors"
+    save_weights(weights, trunk.state_dict())
+    cfg = cfg_for(data, f"model.init={weights}", "model.rescale_init=true")
+    model, record = build_classifier(cfg, 7)
+    assert record["rescaled"]["convs"] == len(convs) and record["rescaled"]["max"] == pytest.approx(1.0, abs=1e-5)

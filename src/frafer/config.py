@@ -269,6 +269,8 @@ class FERModelConfig:
     head_init_std: float = _f(0.01, "std of the new linear head's normal initialisation (bias 0)", lo=0)
     dropout: float = _f(0.0, "dropout before the linear head", lo=0, hi=1)
     keep_regions: bool = _f(True, "when init is an FRA run, keep its region model in the bundle (predict --heatmaps)")
+    rescale_init: bool = _f(False, "scale every conv weight of a pre-trained trunk to the norm a fresh init has in "
+                            "expectation (sqrt(2 x in_channels)), undoing pre-training's weight growth")
     head: Literal["finetune", "dmue"] = _f(
         "finetune", "how `frafer finetune` trains: a plain linear head, or DMUE's auxiliary branches and uncertainty "
                     "(dmue section); both deploy as the trunk + one linear head")

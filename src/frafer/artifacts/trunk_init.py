@@ -8,6 +8,7 @@ themselves, so a user never has to restate the architecture of what they pre-tra
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -147,6 +148,22 @@ def resolve_init(init: str) -> Path:
             return ckpt / WEIGHTS
         raise FraferError(f"model.init {path}: a folder without checkpoints, weights.safetensors or a model bundle")
     raise FraferError(f"model.init {path}: no such file or folder (or use 'none' for random init)")
+
+
+@torch.no_grad()
+def rescale_to_init_norms(trunk: ResNetTrunk) -> list[float]:
+    """Scale every conv weight to the Frobenius norm torchvision's initialisation gives it in expectation.
+
+    Kaiming-normal (fan_out) draws each of out·in·k² entries with variance 2 / (out·k²), so E‖W‖² = 2·in. Returns the
+    factors applied (above 1: the weights had shrunk; below: grown).
+    """
+    factors = []
+    for m in trunk.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            factor = math.sqrt(2.0 * m.in_channels / m.groups) / float(m.weight.norm().clamp_min(1e-12))
+            m.weight.mul_(factor)
+            factors.append(factor)
+    return factors
 
 
 def is_random_init(init: str) -> bool:

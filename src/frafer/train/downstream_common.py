@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from frafer.artifacts.bundle import BUNDLE_FILE, load_bundle, save_bundle
 from frafer.artifacts.regions import region_model_from_pretraining
-from frafer.artifacts.trunk_init import TrunkLayout, load_trunk
+from frafer.artifacts.trunk_init import TrunkLayout, is_random_init, load_trunk, rescale_to_init_norms
 from frafer.config import FinetuneConfig, to_dict
 from frafer.data.fer_splits import FERSplits, uses_folds
 from frafer.data.framing import FRAMINGS, framing_for_format
@@ -44,6 +44,9 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int, layout: TrunkLayout 
         trunk, record = layout.build(), {"source": "resumed", "layout": layout.to_dict()}
     else:
         trunk, record = load_trunk(m.init, m.arch, m.blocks, m.width, m.remove_maxpool)
+        if m.rescale_init and not is_random_init(m.init):
+            factors = rescale_to_init_norms(trunk)
+            record["rescaled"] = {"convs": len(factors), "min": min(factors), "max": max(factors)}
     model = FERClassifier(trunk, num_classes, m.dropout, m.head_init_std)
     return model, record
 
