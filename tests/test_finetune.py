@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+import yaml
 from PIL import Image
 
 from frafer.artifacts.bundle import load_bundle
@@ -871,3 +872,18 @@ def test_rescale_init_undoes_weight_growth_and_is_recorded(data, tmp_path):
     cfg = cfg_for(data, f"model.init={weights}", "model.rescale_init=true")
     model, record = build_classifier(cfg, 7)
     assert record["rescaled"]["convs"] == len(convs) and record["rescaled"]["max"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_demo_chooses_each_inits_learning_rate_on_val(data, tmp_path, quick_figures):
+    from frafer.demo import finetune_choosing_lr
+
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("train: {epochs: 1}\n")
+    extra = [*TINY, f"data.root={data['train']}", f"data.extra_roots=[{data['val']},{data['test']}]"]
+    chosen = finetune_choosing_lr(str(recipe), extra, (1e-4, 3e-3), tmp_path, "ft_random")
+    assert set(chosen["val"]) == {1e-4, 3e-3}
+    assert chosen["val"][chosen["lr"]] == max(chosen["val"].values())
+    assert chosen["run_dir"] == tmp_path / f"ft_random_lr{chosen['lr']:g}"
+    assert chosen["results"]["last"]["val"]["top1"] == chosen["val"][chosen["lr"]]
+    assert yaml.safe_load((chosen["run_dir"] / "config.yaml").read_text())["optim"]["lr"] == chosen["lr"]
+    assert (tmp_path / "ft_random_lr0.0001" / "model").is_dir() and (tmp_path / "ft_random_lr0.003" / "model").is_dir()

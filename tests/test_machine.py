@@ -53,7 +53,20 @@ def test_demo_seed_and_threads_reach_every_stage(monkeypatch):
     calls = {}
     monkeypatch.setattr(demo, "run_demo", lambda *args: calls.setdefault("args", args))
     assert main(["demo", "--seed", "2", "--threads", "1", "--out", "x", "train.epochs=2"]) == 0
-    config, out, pre, finetune_config, ft, methods = calls["args"]
-    assert methods == ("FRA", "BYOL", "MoCo v2")
+    config, out, pre, finetune_config, ft, methods, lrs = calls["args"]
+    assert methods == ("FRA", "BYOL", "MoCo v2") and lrs == demo.DEMO_FT_LRS
     assert out == "x" and pre == ["train.epochs=2", "train.seed=2", "train.threads=1"]
     assert ft == ["train.seed=2", "train.threads=1"]
+
+
+def test_demo_takes_its_fine_tuning_learning_rates(monkeypatch, capsys):
+    from frafer import demo
+    from frafer.cli import main
+
+    calls = {}
+    monkeypatch.setattr(demo, "run_demo", lambda *args: calls.setdefault("args", args))
+    assert main(["demo", "--ft-lrs", "1e-3,0.01"]) == 0
+    assert calls["args"][-1] == (1e-3, 0.01)
+    assert main(["demo", "--ft-lrs", "fast"]) == 2
+    assert "--ft-lrs takes numbers" in capsys.readouterr().err
+    assert main(["demo", "--ft-lrs", "0"]) == 2

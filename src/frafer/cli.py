@@ -138,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (= train.threads)")
     demo.add_argument("--methods", default="FRA,BYOL,MoCo v2",
                       help="comma-separated pre-training methods to compare (default: FRA,BYOL,MoCo v2)")
+    demo.add_argument("--ft-lrs", metavar="LR,LR,…",
+                      help="fine-tuning learning rates tried for every init, the one best on val kept "
+                           "(default: the recipe's 3e-3; 1e-3,3e-3,1e-2 chooses per init)")
     demo.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -298,11 +301,18 @@ def _results(args) -> int:
 
 
 def _demo(args) -> int:
-    from frafer.demo import run_demo
+    from frafer.demo import DEMO_FT_LRS, run_demo
 
     seeded = [f"train.seed={args.seed}"] + ([] if args.threads is None else [f"train.threads={args.threads}"])
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    run_demo(args.config, args.out, [*args.overrides, *seeded], args.finetune_config, [*seeded, *args.ft], methods)
+    try:
+        lrs = tuple(float(x) for x in args.ft_lrs.split(",") if x.strip()) if args.ft_lrs else DEMO_FT_LRS
+    except ValueError:
+        raise FraferError(f"--ft-lrs takes numbers separated by commas, got {args.ft_lrs!r}") from None
+    if not lrs or min(lrs) <= 0:
+        raise FraferError(f"--ft-lrs needs at least one positive learning rate, got {args.ft_lrs!r}")
+    run_demo(args.config, args.out, [*args.overrides, *seeded], args.finetune_config, [*seeded, *args.ft], methods,
+             lrs)
     return 0
 
 
