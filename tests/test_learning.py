@@ -32,13 +32,13 @@ def identity_folders(src, bank, val):
         shutil.copy(src / row["Image name"], folder / row["Image name"].replace("/", "_"))
 
 
-def short_runs(tmp_path, method_settings: list[str]) -> tuple[list[list[float]], list[float]]:
+def short_runs(tmp_path, method_settings: list[str], seeds=SEEDS) -> tuple[list[list[float]], list[float]]:
     """256 steps of 32 per seed on 4096 synthetic faces; (each run's logged losses, each run's kNN lift)."""
     faces = write_synthetic_dataset(tmp_path / "faces", num_images=480, size=32, num_identities=30, seed=2,
                                     identity_offset=700)
     identity_folders(faces, tmp_path / "bank", tmp_path / "val")
     losses, lifts = [], []
-    for seed in SEEDS:
+    for seed in seeds:
         cfg = load_config(None, [
             *TINY, "data.source=synthetic", "data.synthetic.num_images=4096", "data.synthetic.num_identities=200",
             "train.batch_size=32", "train.epochs=2", "train.log_every=8", f"train.seed={seed}",
@@ -76,9 +76,12 @@ def test_short_synthetic_runs_lower_the_loss_and_lift_knn(tmp_path):
 def test_short_moco_runs_lower_the_loss_and_lift_knn(tmp_path):
     # MoCo's 0.03 per 256 images is 0.004 at batch 32: too little for 256 steps (seed 0: kNN +3.0 points against
     # +12.6 at 0.3)
+    # Two seeds, to keep `make test` short: seeds 0-2 on the AMD machine lifted kNN by +12.6, +7.4, +16.1 points and
+    # lowered the loss by 0.22, 0.24, 0.14, so the mean of any two clears the margin below by far.
+    seeds = SEEDS[:2]
     losses, lifts = short_runs(tmp_path, ["method=moco_v2", "moco.dim=16", "moco.queue_size=256",
-                                          "moco.bn_batch=16", "optim.base_lr=0.3"])
-    for seed, run in zip(SEEDS, losses, strict=True):
+                                          "moco.bn_batch=16", "optim.base_lr=0.3"], seeds)
+    for seed, run in zip(seeds, losses, strict=True):
         # InfoNCE starts near log(queue + 1) = 5.55 and falls slowly; seed 0 fell by 0.22
         assert sum(run[-4:]) / 4 < sum(run[:2]) / 2 - 0.1, seed
     assert sum(lifts) / len(lifts) >= 3.0, lifts
