@@ -179,6 +179,22 @@ def test_optimiser_trains_every_part_but_the_deployed_head():
         assert (id(p) in trained) == (not name.startswith("classifier.head.")), name
 
 
+def test_each_branch_keeps_its_own_running_statistics():
+    """The deployed target branch's batch-norm statistics are its own features', not a mix over every branch."""
+    network = tiny_network().train()
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    shared = shared_input(network, labels)
+    with torch.no_grad():
+        network.aux_layers[2].apply(lambda m: m.weight.mul_(3.0) if isinstance(m, torch.nn.Conv2d) else None)
+        network.losses(shared, labels, epoch=8, cfg=DMUEConfig())
+        target = network.classifier.trunk.layer4(shared).mean(dim=(2, 3))
+        aux = network.aux_layers[2](shared).mean(dim=(2, 3))
+    momentum = network.norm.momentum
+    assert torch.allclose(network.norm.running_mean, momentum * target.mean(0), atol=1e-5)
+    assert torch.allclose(network.aux_running_mean[2], momentum * aux.mean(0), atol=1e-5)
+    assert not torch.allclose(network.aux_running_mean[2], network.norm.running_mean)
+
+
 def test_deployed_classifier_equals_the_target_branch():
     network = tiny_network()
     images = torch.randn(8, 3, 32, 32)

@@ -2,7 +2,8 @@
 
 The classifier's trunk is shared up to layer3; its own layer4 is the target branch, and C copies of that layer4
 (taken before fine-tuning starts, so from the pre-trained weights) are the auxiliary branches. Every branch pools,
-goes through one batch-norm shared by all branches and dropout, and ends in a bias-free linear layer. Only the
+goes through one batch-norm shared by all branches (its running statistics kept per branch) and dropout, and ends
+in a bias-free linear layer. Only the
 target branch is deployed: `sync_classifier` folds the shared batch-norm into the classifier's linear head, so a
 DMUE bundle is the same trunk + Linear as plain fine-tuning.
 """
@@ -42,7 +43,12 @@ class DMUENet(nn.Module):
         trunk = classifier.trunk
         dim = trunk.out_channels
         self.aux_layers = nn.ModuleList(copy.deepcopy(trunk.layer4) for _ in range(num_classes))
-        self.norm = nn.BatchNorm1d(dim)  # shared by every branch
+        # One batch-norm for every branch: shared scale and shift, each branch normalised by its own batch
+        # statistics in training. Running statistics are kept per branch, so the deployed target branch's are its
+        # own and not an average over the auxiliary branches' features.
+        self.norm = nn.BatchNorm1d(dim)  # the target branch's running statistics
+        self.register_buffer("aux_running_mean", torch.zeros(num_classes, dim))
+        self.register_buffer("aux_running_var", torch.ones(num_classes, dim))
         self.dropout = nn.Dropout(dropout)
         self.target_fc = nn.Linear(dim, num_classes, bias=False)
         self.aux_fc = nn.ModuleList(nn.Linear(dim, num_classes - 1, bias=False) for _ in range(num_classes))
@@ -60,8 +66,15 @@ class DMUENet(nn.Module):
         """The new part: batch-norm, classifiers and uncertainty module (the head's learning rate)."""
         return [self.norm, self.target_fc, self.aux_fc, self.uncertainty]
 
-    def _classify(self, fc: nn.Linear, pooled: torch.Tensor) -> torch.Tensor:
-        return fc(self.dropout(self.norm(pooled)))
+    def _classify(self, fc: nn.Linear, pooled: torch.Tensor, branch: int | None = None) -> torch.Tensor:
+        """pooled (B, D) → shared batch-norm (branch's running statistics; None = target) → dropout → fc."""
+        if branch is None:
+            normed = self.norm(pooled)
+        else:
+            n = self.norm
+            normed = F.batch_norm(pooled, self.aux_running_mean[branch], self.aux_running_var[branch], n.weight, n.bias,
+                                  self.training, n.momentum, n.eps)
+        return fc(self.dropout(normed))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, cfg) -> tuple[torch.Tensor, dict]:
         """The DMUE loss of a batch at `epoch` (cfg: a DMUEConfig) and its parts; see `losses`."""
@@ -81,7 +94,7 @@ class DMUENet(nn.Module):
         own_logits = torch.zeros(len(labels), c_count - 1, device=shared.device)  # each sample's own-class branch
         aux_terms, sp_terms = [], []
         for c in range(c_count):
-            logits = self._classify(self.aux_fc[c], self.aux_layers[c](shared).mean(dim=(2, 3)))  # (B, C−1)
+            logits = self._classify(self.aux_fc[c], self.aux_layers[c](shared).mean(dim=(2, 3)), c)  # (B, C−1)
             mine = labels == c
             own_logits[mine] = logits[mine].detach().float()
             rest = ~mine
