@@ -172,6 +172,7 @@ def test_tables_fold_seeds_into_mean_and_sample_std():
     table = summarise(rows, ["tau", "seed"], ["acc"])
     assert table == [{"tau": 0.5, "seeds": "3/3", "acc": "62.00 ± 2.00"}, {"tau": 1.0, "seeds": "1/2", "acc": "70.00"}]
     assert mean_std_text([]) == ""
+    assert mean_std_text([2.07944, 2.07921, 2.07960]) == "2.07942 ± 0.00020"  # the spread sets the decimals
 
 
 def test_results_of_run_folders_show_the_keys_that_differ(tmp_path):

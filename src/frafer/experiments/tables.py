@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -132,10 +133,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def mean_std_text(values: list[float]) -> str:
+    """`mean ± std` with 2 decimals, more when the spread needs them (2 significant digits of the std, at most 6):
+    a heatmap entropy of 2.0794 ± 0.0002 must not print as 2.08 ± 0.00."""
     if not values:
         return ""
     mean, std = mean_std(values)
-    return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    decimals = 2 if std <= 0 or std >= 0.1 else min(6, 1 - math.floor(math.log10(std)))
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
 def default_metrics(rows: list[dict], wanted: list[str]) -> list[str]:
