@@ -170,7 +170,10 @@ def test_tables_fold_seeds_into_mean_and_sample_std():
     rows = [{"tau": 0.5, "seed": s, "status": "ok", "acc": a} for s, a in ((0, 60.0), (1, 64.0), (2, 62.0))]
     rows += [{"tau": 1.0, "seed": 0, "status": "ok", "acc": 70.0}, {"tau": 1.0, "seed": 1, "status": "probe failed"}]
     table = summarise(rows, ["tau", "seed"], ["acc"])
-    assert table == [{"tau": 0.5, "seeds": "3/3", "acc": "62.00 ± 2.00"}, {"tau": 1.0, "seeds": "1/2", "acc": "70.00"}]
+    assert table == [{"tau": "0.5", "seeds": "3/3", "acc": "62.00 ± 2.00"},
+                     {"tau": "1", "seeds": "1/2", "acc": "70.00"}]
+    lrs = summarise([{"lr": 4.89e-5, "init": None, "seed": 0, "status": "ok", "acc": 1.0}], ["lr", "init", "seed"], [])
+    assert lrs == [{"lr": "4.89e-05", "init": "(recipe)", "seeds": "1/1"}]  # not 0.00; a null is the recipe's
     assert mean_std_text([]) == ""
     assert mean_std_text([2.07944, 2.07921, 2.07960]) == "2.07942 ± 0.00020"  # the spread sets the decimals
 

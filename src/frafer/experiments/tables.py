@@ -113,7 +113,7 @@ def summarise(rows: list[dict], axes: list[str], metrics: list[str]) -> list[dic
         groups[tuple(value_key(row.get(a)) for a in keep)].append(row)
     table = []
     for members in groups.values():
-        out = {a: members[0].get(a) for a in keep}
+        out = {a: axis_text(members[0].get(a)) for a in keep}
         ok = [m for m in members if m.get("status") == "ok"]
         out["seeds"] = f"{len(ok)}/{len(members)}"
         for metric in metrics:
@@ -121,6 +121,15 @@ def summarise(rows: list[dict], axes: list[str], metrics: list[str]) -> list[dic
             out[metric] = mean_std_text(values)
         table.append(out)
     return table
+
+
+def axis_text(value) -> str:
+    """A swept value as the sweep file gave it: 4.89e-05 and 0.001, not 0.00; a null as `(recipe)`, the stage's own."""
+    if value is None:
+        return "(recipe)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def value_key(value):
