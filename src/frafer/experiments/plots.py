@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg only: no disp
 from matplotlib.figure import Figure
 
 from frafer.experiments.sweep_spec import Sweep, stage_dir
-from frafer.experiments.tables import CURVES, curve, mean_std
+from frafer.experiments.tables import CURVES, axis_text, curve, mean_std
 
 
 def _figure(width: float, height: float):
@@ -34,11 +34,13 @@ def plot_metric_against_axes(rows: list[dict], axes: list[str], metrics: list[st
             lines: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
             for row in rows:
                 if row.get("status") == "ok" and isinstance(row.get(metric), float):
-                    lines[tuple(str(row.get(o)) for o in others)][str(row.get(axis))].append(row[metric])
+                    lines[tuple(axis_text(row.get(o)) for o in others)][axis_text(row.get(axis))].append(row[metric])
             if not lines:
                 continue
-            order = list(dict.fromkeys(str(r.get(axis)) for r in rows))
+            order = list(dict.fromkeys(axis_text(r.get(axis)) for r in rows))
             numeric = all(_is_number(v) for v in order)
+            if numeric:  # each line left to right, whatever order the sweep listed its values in
+                order.sort(key=float)
             fig, ax = _figure(5, 3.5)
             for label, points in lines.items():
                 xs = [v for v in order if v in points]
@@ -49,6 +51,8 @@ def plot_metric_against_axes(rows: list[dict], axes: list[str], metrics: list[st
                             or None)
             if not numeric:
                 ax.set_xticks(range(len(order)), order)
+            elif min(map(float, order)) > 0 and max(map(float, order)) >= 20 * min(map(float, order)):
+                ax.set_xscale("log")  # learning rates, weights: values that span decades
             ax.set_xlabel(axis)
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
@@ -98,4 +102,4 @@ def _is_number(text: str) -> bool:
         float(text)
     except ValueError:
         return False
-    return text not in ("True", "False")
+    return text not in ("True", "False", "true", "false")
