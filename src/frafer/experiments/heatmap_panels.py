@@ -23,7 +23,7 @@ from frafer.data.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_trans
 from frafer.errors import FraferError
 from frafer.experiments.sweep_spec import Sweep, stage_dir
 from frafer.files import atomic_write
-from frafer.infer.draw import argmax_map
+from frafer.infer.draw import argmax_map, panel_grid
 
 TILE = 96  # pixels per face in the panel
 
@@ -84,12 +84,7 @@ def sweep_heatmap_panels(sweep: Sweep, sweep_dir: Path, folder: Path, count: int
         for run_dir, name in runs.items():
             crops, maps = run_heatmaps(run_dir, faces)
             rows.append(panel_row(f"{name}   max-prob {maps.max(axis=1).mean():.3f}", crops, maps))
-        width = max(r.width for r in rows)
-        grid = Image.new("RGB", (width, sum(r.height + 4 for r in rows)), (255, 255, 255))
-        y = 0
-        for r in rows:
-            grid.paste(r, (0, y))
-            y += r.height + 4
+        grid = panel_grid(rows)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{stage.name}_heatmaps.png"
         atomic_write(path, lambda tmp, image=grid: image.save(tmp, format="PNG"))

@@ -1,4 +1,4 @@
-"""DMUE's loss terms (She et al., CVPR 2021), each a plain function of tensors; docs/DMUE.md has the facts.
+"""DMUE's loss terms (She et al., CVPR 2021), each a plain function of tensors; docs/method.md §4 has the facts.
 
 C classes; auxiliary branch c is a (C−1)-way classifier over the classes other than c, in increasing order
 (`other_classes`). `frafer.models.dmue_network.DMUENet` runs the branches and combines these terms.

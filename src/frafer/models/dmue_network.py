@@ -1,11 +1,10 @@
-"""DMUE's training network around a plain expression classifier (She et al., CVPR 2021; docs/DMUE.md).
+"""DMUE's training network around a plain expression classifier (She et al., CVPR 2021; docs/method.md §4).
 
 The classifier's trunk is shared up to layer3; its own layer4 is the target branch, and C copies of that layer4
 (taken before fine-tuning starts, so from the pre-trained weights) are the auxiliary branches. Every branch pools,
 goes through one batch-norm shared by all branches (its running statistics kept per branch) and dropout, and ends
-in a bias-free linear layer. Only the
-target branch is deployed: `sync_classifier` folds the shared batch-norm into the classifier's linear head, so a
-DMUE bundle is the same trunk + Linear as plain fine-tuning.
+in a bias-free linear layer. Only the target branch is deployed: `sync_classifier` folds the batch-norm into the
+classifier's linear head, so a DMUE bundle is the same trunk + Linear as plain fine-tuning.
 """
 
 from __future__ import annotations
