@@ -125,7 +125,8 @@ def run_demo(config_path: str, out: str, overrides: list[str] = (),
         print(f"\n== fine-tune from {name}{' at each learning rate' if len(ft_lrs) > 1 else ''} ==", flush=True)
         chosen = finetune_choosing_lr(finetune_config, cfg_overrides, ft_lrs, out_dir, f"ft_{slug}")
         test = chosen["results"]["last"]["test"]  # the last epoch on the test identities, at the LR val chose
-        row["ft_top1"], row["ft_macro_f1"], row["ft_lr"] = test["top1"], test["macro_f1"], chosen["lr"]
+        row["ft_top1"], row["ft_macro_f1"] = test["top1"], test["macro_f1"]
+        row["ft_lr"] = f"{chosen['lr']:g}"  # as text: the table's 2 decimals would print 3e-3 as 0.00
         chosen_runs[name] = chosen["run_dir"]
         rows.append(row)
 
