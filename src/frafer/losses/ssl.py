@@ -145,7 +145,8 @@ def fra_loss(out: dict[str, list], cfg) -> tuple[torch.Tensor, dict[str, torch.T
         parts["rel_me"] = scale * (per_view[0][1]["rel_me"] + per_view[1][1]["rel_me"])
     maps = out.get("online_heatmaps")
     if maps is not None:
-        with torch.set_grad_enabled(cfg.diversity_weight > 0):  # δ is always logged, differentiated only when used
+        # δ is always logged, differentiated only when the term uses it (and never inside a caller's no_grad)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.diversity_weight > 0):
             delta = 0.5 * (diversity(maps[0]) + diversity(maps[1]))
         if cfg.diversity_weight > 0:
             sign = -1.0 if cfg.diversity_mode == "subtract" else 1.0
