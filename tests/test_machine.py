@@ -64,9 +64,12 @@ def test_demo_takes_its_fine_tuning_learning_rates(monkeypatch, capsys):
     from frafer.cli import main
 
     calls = {}
-    monkeypatch.setattr(demo, "run_demo", lambda *args: calls.setdefault("args", args))
+    monkeypatch.setattr(demo, "run_demo", lambda *args: calls.__setitem__("args", args))
     assert main(["demo", "--ft-lrs", "1e-3,0.01"]) == 0
     assert calls["args"][-1] == (1e-3, 0.01)
     assert main(["demo", "--ft-lrs", "fast"]) == 2
     assert "--ft-lrs takes numbers" in capsys.readouterr().err
     assert main(["demo", "--ft-lrs", "0"]) == 2
+    assert main(["demo", "--ft", "optim.lr=0.02"]) == 0  # the recipe override still sets the rate
+    assert calls["args"][-1] == (0.02,)
+    assert main(["demo", "--ft", "optim.lr=0.02", "--ft-lrs", "1e-3"]) == 2

@@ -305,8 +305,12 @@ def _demo(args) -> int:
 
     seeded = [f"train.seed={args.seed}"] + ([] if args.threads is None else [f"train.threads={args.threads}"])
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    given = [o.split("=", 1)[1] for o in args.ft if o.startswith("optim.lr=")]
+    if given and args.ft_lrs:
+        raise FraferError("give the fine-tuning learning rate once: --ft optim.lr=… or --ft-lrs, not both")
     try:
-        lrs = tuple(float(x) for x in args.ft_lrs.split(",") if x.strip()) if args.ft_lrs else DEMO_FT_LRS
+        text = args.ft_lrs or (given[-1] if given else "")
+        lrs = tuple(float(x) for x in text.split(",") if x.strip()) if text else DEMO_FT_LRS
     except ValueError:
         raise FraferError(f"--ft-lrs takes numbers separated by commas, got {args.ft_lrs!r}") from None
     if not lrs or min(lrs) <= 0:
