@@ -21,7 +21,7 @@ import torch
 
 from frafer.artifacts.checkpoint import WEIGHTS
 from frafer.artifacts.trunk_init import TrunkLayout, load_trunk
-from frafer.data.images import is_image_file, load_rgb
+from frafer.data.images import first_images
 from frafer.data.transforms import build_eval_transform
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -61,11 +61,11 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_faces(folder: Path, count: int, size: int) -> torch.Tensor:
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))[:count]
-    if not paths:
-        raise SystemExit(f"no images under {folder}")
+    images = first_images(folder, count)
+    if not images:
+        raise SystemExit(f"no readable images under {folder}")
     transform = build_eval_transform(size)
-    return torch.stack([transform(load_rgb(p)) for p in paths])
+    return torch.stack([transform(image) for image in images])
 
 
 def main() -> None:

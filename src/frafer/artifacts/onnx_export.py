@@ -95,7 +95,7 @@ def compare_with_torch(model: nn.Module, path: Path, faces: torch.Tensor, output
 def faces_for_check(bundle, folder: str | Path | None = None, count: int = 32) -> torch.Tensor | None:
     """Up to `count` real face crops, normalised as the bundle expects: from `folder`, else from the folder the
     bundle was trained on when it is still there; None when neither has images (the caller falls back to noise)."""
-    from frafer.data.images import UnreadableImage, is_image_file, load_rgb
+    from frafer.data.images import first_images
 
     candidates = [folder] if folder else [bundle.info.get("data", {}).get("root")]
     transform = bundle.transform()
@@ -104,19 +104,10 @@ def faces_for_check(bundle, folder: str | Path | None = None, count: int = 32) -
             if folder:
                 raise FraferError(f"--check-images {folder}: no such folder")
             continue
-        faces = []
-        for path in sorted(Path(root).rglob("*")):
-            if len(faces) == count:
-                break
-            if not is_image_file(path):
-                continue
-            try:
-                image = load_rgb(path)
-            except UnreadableImage:
-                continue
-            if bundle.framing.grey:
-                image = image.convert("L").convert("RGB")
-            faces.append(transform(image))
+        images = first_images(root, count)
+        if bundle.framing.grey:
+            images = [image.convert("L").convert("RGB") for image in images]
+        faces = [transform(image) for image in images]
         if faces:
             return torch.stack(faces)
         if folder:

@@ -43,6 +43,21 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def first_images(root: str | Path, count: int) -> list[Image.Image]:
+    """The first `count` readable images under `root`, in sorted path order (unreadable files passed over): the same
+    faces every time, for checks and figures."""
+    images = []
+    for path in sorted(Path(root).rglob("*")):
+        if len(images) == count:
+            break
+        if path.is_file() and is_image_file(path):
+            try:
+                images.append(load_rgb(path))
+            except UnreadableImage:
+                continue
+    return images
+
+
 def load_rgb(path: str | Path, box: Sequence[float] | None = None) -> Image.Image:
     """Decode `path` completely and return it as an RGB image, optionally cropped to `box`.
 

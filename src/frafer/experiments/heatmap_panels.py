@@ -7,7 +7,6 @@ probability on those faces (1/N: flat maps; 1: one region per pixel).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,11 @@ from PIL import Image, ImageDraw
 
 from frafer.artifacts.regions import region_model_from_pretraining
 from frafer.artifacts.trunk_init import resolve_init
-from frafer.data.images import is_image_file, load_rgb
+from frafer.data.images import first_images
 from frafer.data.synthetic import SyntheticFaces
 from frafer.data.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
 from frafer.errors import FraferError
-from frafer.experiments.sweep_spec import Sweep, stage_dir
+from frafer.experiments.sweep_spec import Sweep, stage_runs, stage_status
 from frafer.files import atomic_write
 from frafer.infer.draw import argmax_map, panel_grid
 
@@ -29,24 +28,25 @@ TILE = 96  # pixels per face in the panel
 
 
 def first_faces(data: dict, count: int, faces_root: Path | None = None) -> list[Image.Image]:
-    """The same `count` faces for every run: the first images (sorted paths) of `faces_root` or of the run's
-    data.root, or, for built-in synthetic faces, the first ones its generator draws. data: the run's data section."""
+    """The same `count` faces for every run: the first readable images (sorted paths) of `faces_root` or of the
+    run's data.root, or, for built-in synthetic faces, the first ones its generator draws. data: the run's data
+    section."""
     if faces_root is None and data.get("source") == "synthetic":
         syn = data.get("synthetic", {})
         faces = SyntheticFaces(count, int(data["image_size"]), int(syn.get("num_identities", 200)),
                                int(syn.get("seed", 0)))
         return [faces[i][0] for i in range(count)]
     root = Path(faces_root or data["root"])
-    found = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p)) if root.is_dir() else []
+    found = first_images(root, count) if root.is_dir() else []
     if not found:
-        raise FraferError(f"no image under {root} to draw heatmaps on")
-    return [load_rgb(p).convert("RGB") for p in found[:count]]
+        raise FraferError(f"no readable image under {root} to draw heatmaps on")
+    return found
 
 
 @torch.no_grad()
-def run_heatmaps(run_dir: Path, images: list[Image.Image]) -> tuple[list[np.ndarray], np.ndarray]:
-    """A pre-training run's view of the faces: (crops (TILE, TILE, 3) uint8, heatmaps (F, N, h, w))."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+def run_heatmaps(run_dir: Path, cfg: dict, images: list[Image.Image]) -> tuple[list[np.ndarray], np.ndarray]:
+    """A pre-training run's view of the faces (cfg: its config.yaml): (crops (TILE, TILE, 3) uint8, heatmaps
+    (F, N, h, w))."""
     size, aug = int(cfg["data"]["image_size"]), cfg.get("aug", {})
     model, _ = region_model_from_pretraining(resolve_init(str(run_dir)))
     model.eval()
@@ -71,28 +71,23 @@ def sweep_heatmap_panels(sweep: Sweep, sweep_dir: Path, folder: Path, count: int
     """For every pre-training stage with FRA runs: one PNG, a row per run (shared runs once), the same faces."""
     written = []
     for stage in (s for s in sweep.stages if s.command == "pretrain"):
-        runs = {}  # run folder → its setting; points sharing a run draw it once
-        for point in sweep.points:
-            run_dir = stage_dir(sweep, sweep_dir, point, stage.name)
-            if _finished_fra_run(run_dir):
-                runs.setdefault(run_dir, run_dir.parent.name)
-        if not runs:
+        configs = {}  # the finished FRA runs (points sharing a run draw it once) → their config
+        for run_dir, point in stage_runs(sweep, sweep_dir, stage.name).items():
+            config = run_dir / "config.yaml"
+            if (stage_status(sweep, sweep_dir, point, stage.name) or {}).get("status") == "ok" and config.is_file():
+                tree = yaml.safe_load(config.read_text()) or {}
+                if tree.get("method", "fra") == "fra":
+                    configs[run_dir] = tree
+        if not configs:
             continue
-        first = next(iter(runs))
-        faces = first_faces(yaml.safe_load((first / "config.yaml").read_text())["data"], count, faces_root)
+        faces = first_faces(next(iter(configs.values()))["data"], count, faces_root)
         rows = []
-        for run_dir, name in runs.items():
-            crops, maps = run_heatmaps(run_dir, faces)
-            rows.append(panel_row(f"{name}   max-prob {maps.max(axis=1).mean():.3f}", crops, maps))
+        for run_dir, cfg in configs.items():
+            crops, maps = run_heatmaps(run_dir, cfg, faces)
+            rows.append(panel_row(f"{run_dir.parent.name}   max-prob {maps.max(axis=1).mean():.3f}", crops, maps))
         grid = panel_grid(rows)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{stage.name}_heatmaps.png"
         atomic_write(path, lambda tmp, image=grid: image.save(tmp, format="PNG"))
         written.append(path)
     return written
-
-
-def _finished_fra_run(run_dir: Path) -> bool:
-    status, config = run_dir.with_suffix(".json"), run_dir / "config.yaml"
-    return (status.is_file() and json.loads(status.read_text()).get("status") == "ok" and config.is_file()
-            and (yaml.safe_load(config.read_text()) or {}).get("method", "fra") == "fra")

@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg only: no display, no global backend change
 from matplotlib.figure import Figure
 
-from frafer.experiments.sweep_spec import Sweep, stage_dir
+from frafer.experiments.sweep_spec import Sweep, stage_runs
 from frafer.experiments.tables import CURVES, axis_text, curve, mean_std
 
 
@@ -73,12 +73,9 @@ def plot_curves(sweep: Sweep, sweep_dir: Path, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for stage in sweep.stages:
-        runs = {}
-        for p in sweep.points:
-            run_dir = stage_dir(sweep, sweep_dir, p, stage.name)
-            runs.setdefault(run_dir, run_dir.parent.name)
+        runs = stage_runs(sweep, sweep_dir, stage.name)
         for kind, key in CURVES:
-            curves = [(name, curve(run_dir, kind, key)) for run_dir, name in runs.items()]
+            curves = [(run_dir.parent.name, curve(run_dir, kind, key)) for run_dir in runs]
             curves = [(name, c) for name, c in curves if c[0]]
             if not curves:
                 continue

@@ -237,6 +237,14 @@ def stage_dir(sweep: Sweep, sweep_dir: Path, point: Point, stage: str) -> Path:
     return sweep_dir / "runs" / point.up_to(names[:names.index(stage) + 1]).name / stage
 
 
+def stage_runs(sweep: Sweep, sweep_dir: Path, stage: str) -> dict[Path, Point]:
+    """The distinct run folders of a stage, each with the first point that uses it (shared runs appear once)."""
+    runs: dict[Path, Point] = {}
+    for point in sweep.points:
+        runs.setdefault(stage_dir(sweep, sweep_dir, point, stage), point)
+    return runs
+
+
 def stage_status(sweep: Sweep, sweep_dir: Path, point: Point, stage: str) -> dict | None:
     """The stage's status file (ok or failed, exit code, seconds), or None while it has not ended."""
     path = stage_dir(sweep, sweep_dir, point, stage).with_suffix(".json")
