@@ -129,6 +129,19 @@ def test_a_point_may_replace_a_stages_init(tmp_path):
         f"model.init={stage_dir(sweep, tmp_path / 'out', sweep.points[1], 'pretrain')}"]
 
 
+def test_env_placeholders_fill_dataset_roots_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    stages = recipes(tmp_path)
+    stages["pretrain"]["overrides"].append("train.name=${env:FRAFER_TEST_NAME}")
+    path = write_sweep(tmp_path, {"stages": {"pretrain": stages["pretrain"]}, "grid": {"seed": [0]}})
+    monkeypatch.delenv("FRAFER_TEST_NAME", raising=False)
+    with pytest.raises(FraferError, match="environment variable FRAFER_TEST_NAME"):
+        load_sweep(path)
+    monkeypatch.setenv("FRAFER_TEST_NAME", "from_env")
+    sweep = load_sweep(path)
+    command = stage_command(sweep, sweep.stages[0], sweep.points[0], tmp_path / "out", tmp_path / "data", "")
+    assert "train.name=from_env" in command
+
+
 @pytest.mark.parametrize("body, message", [
     ({"stages": {}}, "'stages' must map"),
     ({"stages": {"a": {"command": "pretrain", "config": "x.yaml"}}}, "does not exist"),

@@ -15,7 +15,7 @@ An axis key is `<stage>.<config key>` (the stage's own config), `seed`, or `all.
 `points` list, a null value (`~`) leaves the key as the stage sets it.
 `init: <stage>` sets model.init to that stage's run folder, unless the point sets `<stage>.model.init` itself (e.g.
 `none`: the random-init baseline beside the pre-trained one). `${data}` and `${sweep}` expand to the prepared data and
-the sweep folder. Config paths are relative to the sweep file. Every key is checked against its stage's schema
+the sweep folder, `${env:NAME}` to an environment variable (a dataset root: `FERPLUS=/data/FERPlus frafer sweep …`). Config paths are relative to the sweep file. Every key is checked against its stage's schema
 before anything runs, so a typo stops the sweep at once, naming the key.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,8 +225,20 @@ def _check_keys(sweep: Sweep) -> None:
                 raise FraferError(f"sweep {sweep.path}, stage '{stage.name}', point {point.name}: {err}") from err
 
 
+ENV_PLACEHOLDER = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def expand(text: str, sweep_dir: str | Path, data_dir: str | Path) -> str:
-    return text.replace("${sweep}", str(sweep_dir)).replace("${data}", str(data_dir))
+    """Fill `${sweep}`, `${data}` and `${env:NAME}` (an environment variable, e.g. a dataset root) into `text`."""
+    def from_env(match: re.Match) -> str:
+        name = match.group(1)
+        if not os.environ.get(name):
+            raise FraferError(f"the sweep needs the environment variable {name} (in {text!r}); set it, e.g. "
+                              f"{name}=/data/... frafer sweep ...")
+        return os.environ[name]
+
+    text = text.replace("${sweep}", str(sweep_dir)).replace("${data}", str(data_dir))
+    return ENV_PLACEHOLDER.sub(from_env, text)
 
 
 def stage_dir(sweep: Sweep, sweep_dir: Path, point: Point, stage: str) -> Path:
