@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="comma-separated pre-training methods to compare (default: FRA,BYOL,MoCo v2)")
     demo.add_argument("--ft-lrs", metavar="LR,LR,…",
                       help="fine-tuning learning rates tried for every init, the one best on val kept "
-                           "(default: the recipe's 3e-3; 1e-3,3e-3,1e-2 chooses per init)")
+                           "(default: 3e-3,1e-2; 3e-3 alone fine-tunes every init at the recipe's rate)")
     demo.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
