@@ -17,7 +17,6 @@ from `frafer.methods`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
 import statistics
 import time
@@ -27,10 +26,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from frafer.config import load_config
+from frafer.engine import speed
+from frafer.engine.common import check_finite
 from frafer.methods import get_method
 from frafer.methods.base import update_momentum
 from frafer.models.backbones import build_trunk
 from frafer.optim import build_pretrain_optimizer, momentum_at
+from frafer.precision import autocast
 
 
 def _sync(device):
@@ -38,21 +40,17 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _autocast(precision, device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def supervised_step_fn(args, device):
-    trunk = build_trunk(args.arch).to(device)
+def supervised_step_fn(args, device, overrides: tuple[str, ...] = ()):
+    """One supervised step of the same trunk, with the same layout options as the SSL steps."""
+    run = load_config(None, ["data.source=synthetic", *overrides]).train
+    trunk = speed.prepare_model(build_trunk(args.arch).to(device), run)
     head = torch.nn.Linear(trunk.out_channels, 7).to(device)
     opt = torch.optim.SGD(list(trunk.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
-    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    x = speed.to_device(torch.randn(args.batch, 3, args.size, args.size), device, run)
     y = torch.randint(0, 7, (args.batch,), device=device)
 
     def step():
-        with _autocast(args.precision, device):
+        with autocast(args.precision, device):
             logits = head(trunk(x).mean(dim=(2, 3)))
         loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
@@ -62,27 +60,31 @@ def supervised_step_fn(args, device):
     return step
 
 
-def ssl_step_fn(args, device, method_name: str):
+def ssl_step_fn(args, device, method_name: str, overrides: tuple[str, ...] = ()):
+    """The pre-training loop's step: speed options (train.channels_last, train.compile) applied as the loop does,
+    the method's forward under autocast, its loss, the finiteness check, LARS and the momentum update."""
     extra = [f"moco.bn_batch={max(1, args.batch // 2)}"] if method_name == "moco_v2" else []  # shuffle-BN: 2 BN batches
     cfg = load_config(None, [f"method={method_name}", f"model.arch={args.arch}", f"train.batch_size={args.batch}",
-                             "data.source=synthetic", *extra])
+                             "data.source=synthetic", f"train.precision={args.precision}", *extra, *overrides])
     method = get_method(method_name)
-    model = method.build(cfg).to(device)
+    model = speed.prepare_model(method.build(cfg).to(device), cfg.train)
     opt = build_pretrain_optimizer(cfg.optim, torch.nn.ModuleList(method.trainable(model)), 0.1)
     pairs = method.momentum_pairs(model)
-    v1 = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    v2 = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    v1 = speed.to_device(torch.randn(args.batch, 3, args.size, args.size), device, cfg.train)
+    v2 = speed.to_device(torch.randn(args.batch, 3, args.size, args.size), device, cfg.train)
 
     def step():
-        with _autocast(args.precision, device):
+        with autocast(cfg.train.precision, device):
             out = model(v1, v2)
-        loss, _ = method.loss(out, cfg)
+        loss, parts = method.loss(out, cfg)
+        check_finite(0, parts, "")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         update_momentum(pairs, momentum_at(1, 100))
 
     return step
+
 
 def peak_memory_mb(device) -> float:
     if device.type == "cuda":
@@ -107,16 +109,19 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides of every step, e.g. train.channels_last=false train.compile=true")
     args = p.parse_args()
+    overrides = tuple(args.set)
     device = torch.device(args.device)
     torch.manual_seed(0)
 
     steps, memory, flops = {}, {}, {}
     for name, build in (
-        ("supervised", lambda: supervised_step_fn(args, device)),
-        ("byol", lambda: ssl_step_fn(args, device, "byol")),
-        ("fra", lambda: ssl_step_fn(args, device, "fra")),
-        ("moco_v2", lambda: ssl_step_fn(args, device, "moco_v2")),
+        ("supervised", lambda: supervised_step_fn(args, device, overrides)),
+        ("byol", lambda: ssl_step_fn(args, device, "byol", overrides)),
+        ("fra", lambda: ssl_step_fn(args, device, "fra", overrides)),
+        ("moco_v2", lambda: ssl_step_fn(args, device, "moco_v2", overrides)),
     ):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -137,7 +142,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
 
     med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"{args.arch}, {args.size} px, batch {args.batch}, {args.precision}, {device}, "
+    print(f"{args.arch}, {args.size} px, batch {args.batch}, {args.precision}, {device}, {' '.join(overrides)} "
           f"{torch.get_num_threads()} threads, median of {args.rounds} alternating rounds")
     mem_note = "peak allocated" if device.type == "cuda" else "process peak RSS after building + warm-up"
     for name in steps:

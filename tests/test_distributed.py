@@ -23,27 +23,28 @@ BATCH, WORLD = 8, 2
 LOSS = LossConfig(diversity_weight=0.01)
 
 
-def _inputs():
+def _inputs(layout=torch.contiguous_format):
     g = torch.Generator().manual_seed(123)
-    return torch.randn(BATCH, 3, 32, 32, generator=g), torch.randn(BATCH, 3, 32, 32, generator=g)
+    views = torch.randn(BATCH, 3, 32, 32, generator=g), torch.randn(BATCH, 3, 32, 32, generator=g)
+    return tuple(v.contiguous(memory_format=layout) for v in views)
 
 
-def _model():
+def _model(layout=torch.contiguous_format):
     torch.manual_seed(0)
-    return FRA(tiny_model_config())
+    return FRA(tiny_model_config()).to(memory_format=layout)  # channels_last: train.channels_last's layout
 
 
 def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _worker(rank: int, port: int, out_path: str) -> None:
+def _worker(rank: int, port: int, out_path: str, layout) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
-    model = convert_to_global_bn(_model(), torch.device("cpu"))
+    model = convert_to_global_bn(_model(layout), torch.device("cpu"))
     ddp = DistributedDataParallel(model, broadcast_buffers=False)
-    x1, x2 = _inputs()
+    x1, x2 = _inputs(layout)
     part = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
     loss, parts = fra_loss(ddp(x1[part], x2[part]), LOSS)
     loss.backward()
@@ -64,13 +65,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_two_processes_match_one(tmp_path, layout):
     out_path = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(_free_port(), out_path), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), out_path, layout), nprocs=WORLD, join=True)
     ddp = torch.load(out_path, weights_only=True)
 
-    model = _model()
-    x1, x2 = _inputs()
+    model = _model(layout)
+    x1, x2 = _inputs(layout)
     loss, parts = fra_loss(model(x1, x2), LOSS)
     loss.backward()
     single = _grads(model)
@@ -79,7 +81,9 @@ def test_two_processes_match_one(tmp_path):
         assert ddp["parts"][k].item() == pytest.approx(parts[k].item(), rel=1e-4, abs=1e-5), k
     assert set(ddp["grads"]) == set(single)
     for name, g in single.items():
-        assert torch.allclose(ddp["grads"][name], g, rtol=1e-3, atol=1e-5), name
+        # Float rounding grows with the gradient's own scale (the stem's sums run over every pixel of the batch).
+        scale = max(1.0, g.abs().max().item())
+        assert torch.allclose(ddp["grads"][name], g, rtol=1e-3, atol=2e-5 * scale), name
     # The shared masks and batch-norm make the decoder and projector gradients depend on the other half:
     # a wrong all-reduce would show here.
     assert single["online.decoder.queries"].abs().sum() > 0

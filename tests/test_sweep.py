@@ -96,6 +96,13 @@ def test_a_sweep_runs_its_grid_records_a_failure_and_a_rerun_skips_what_is_done(
     assert logs() == before
     assert stage_dir(sweep, out, failed, "pretrain").with_suffix(".log").read_text().count("\n$ ") == 2
 
+    # other points in the same folder: the finished stages they share are reused, a new one runs
+    changed = yaml.safe_load(stages_text)
+    changed["points"] = [points[0], {"seed": 0, "pretrain.data.source": "synthetic", "probe.probe.lr": 0.3}]
+    path.write_text(yaml.safe_dump(changed, sort_keys=False))
+    assert list(run_sweep(path, out).values()) == ["ok", "ok"]
+    assert logs()[0] == before[0] and shared.with_suffix(".log").read_text().count("\n$ ") == 1
+
     path.write_text(stages_text.replace("tiny", "other"))
     with pytest.raises(FraferError, match="holds another sweep"):
         run_sweep(path, out)

@@ -151,6 +151,10 @@ class RunConfig:
                         "same schedules", lo=0)
     threads: int = _f(0, "CPU threads of torch per process (0 = the process's share of the cores, less one per data "
                       "worker)", lo=0)
+    channels_last: bool = _f(True, "images and conv weights in NHWC layout, which oneDNN and cuDNN run fastest (same "
+                             "results; benchmarks/official_step.py measures it)")
+    compile: bool = _f(False, "torch.compile the trained network (same results; pays only on long runs: the first "
+                       "steps compile)")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Run a sweep: every point's stages in order, each as its own `python -m frafer` process.
 
-    <sweep>/sweep.yaml               the sweep file as run (a rerun with a different file is refused)
+    <sweep>/sweep.yaml               the sweep file as last run (a rerun may change its points, not its stages)
     <sweep>/data/                    prepared data (prepare: demo-data)
     <sweep>/runs/<point>/<stage>/    the stage's run folder; <stage>.log its output
     <sweep>/runs/<point>/<stage>.json  written when the stage ends: status ok or failed, exit code, seconds, log tail
@@ -29,6 +29,9 @@ from frafer.experiments.sweep_spec import Point, Stage, Sweep, expand, load_swee
 from frafer.files import atomic_write_text
 
 LOG_TAIL = 2000  # characters of a failed stage's output kept in its status file
+# What a sweep folder's runs depend on. Points, grid and metrics may change between runs of one folder: a stage's
+# folder is named by the settings that reach it, so a point added later reuses every stage it shares.
+SWEEP_IDENTITY = ("name", "prepare", "stages")
 
 
 def prepare_data(sweep: Sweep, sweep_dir: Path) -> Path:
@@ -128,9 +131,12 @@ def run_sweep(path: str | Path, out: str | Path, devices: list[str] | None = Non
     sweep_dir = Path(out).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     recorded = sweep_dir / "sweep.yaml"
-    if recorded.is_file() and yaml.safe_load(recorded.read_text()) != sweep.tree:
-        raise FraferError(f"{sweep_dir} holds another sweep (its sweep.yaml differs from {sweep.path}); "
-                          "use a new folder")
+    if recorded.is_file():
+        before = yaml.safe_load(recorded.read_text()) or {}
+        changed = [k for k in SWEEP_IDENTITY if before.get(k) != sweep.tree.get(k)]
+        if changed:
+            raise FraferError(f"{sweep_dir} holds another sweep (its sweep.yaml has other {' and '.join(changed)} "
+                              f"than {sweep.path}); use a new folder")
     atomic_write_text(recorded, sweep.resolved_yaml())
     data_dir = prepare_data(sweep, sweep_dir)
     devices = devices or [""]

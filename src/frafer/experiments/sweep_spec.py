@@ -15,8 +15,9 @@ An axis key is `<stage>.<config key>` (the stage's own config), `seed`, or `all.
 `points` list, a null value (`~`) leaves the key as the stage sets it.
 `init: <stage>` sets model.init to that stage's run folder, unless the point sets `<stage>.model.init` itself (e.g.
 `none`: the random-init baseline beside the pre-trained one). `${data}` and `${sweep}` expand to the prepared data and
-the sweep folder, `${env:NAME}` to an environment variable (a dataset root: `FERPLUS=/data/FERPlus frafer sweep …`). Config paths are relative to the sweep file. Every key is checked against its stage's schema
-before anything runs, so a typo stops the sweep at once, naming the key.
+the sweep folder, `${env:NAME}` to an environment variable (a dataset root: `FERPLUS=/data/FERPlus frafer sweep …`).
+Config paths are relative to the sweep file. Every key is checked against its stage's schema before anything runs,
+so a typo stops the sweep at once, naming the key.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from frafer.data.fer_dataset import FERImages, collate_fer
 from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.data.sampling import EpochBatchSampler
 from frafer.data.transforms import build_eval_transform, build_fer_train_transform
-from frafer.engine import common, distributed, machine, session
+from frafer.engine import common, distributed, machine, session, speed
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.eval.evaluate import evaluate_samples
 from frafer.methods.heads import get_head
@@ -91,6 +91,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     head = get_head("linear" if frozen else cfg.model.head)
     objective = head.objective(cfg, model, len(splits.classes))
     trained = objective.module.to(device)  # the classifier, or the network a head trains around it
+    speed.prepare_model(trained, t)
     optimizer = head.optimizer(cfg, trained)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
@@ -152,7 +153,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
             with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
                 if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
                     with autocast(t.precision, device):
-                        loss, parts = objective.loss(net, images.to(device, non_blocking=True),
+                        loss, parts = objective.loss(net, speed.to_device(images, device, t),
                                                      targets.to(device), step // steps_per_epoch)
                     common.check_finite(step, parts | {"loss": loss}, _NAN_ADVICE)
                     optimizer.zero_grad(set_to_none=True)

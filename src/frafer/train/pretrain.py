@@ -27,7 +27,7 @@ from frafer.data.sampling import EpochBatchSampler
 from frafer.data.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
 from frafer.data.synthetic import SyntheticFaces
 from frafer.data.transforms import TwoViewTransform
-from frafer.engine import common, distributed, machine, session
+from frafer.engine import common, distributed, machine, session, speed
 from frafer.engine.common import NonFiniteLoss
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.errors import FraferError
@@ -141,6 +141,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     model = method.build(cfg).to(device)
     if ctx.world_size > 1 and t.sync_bn:
         model = convert_to_global_bn(model, device)
+    speed.prepare_model(model, t)
     momentum_pairs = method.momentum_pairs(model)
     peak_lr = effective_lr(cfg)
     optimizer = build_pretrain_optimizer(cfg.optim, torch.nn.ModuleList(method.trainable(model)), peak_lr)
@@ -201,8 +202,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
             lr = lr_at(step, budget.total, budget.warmup, peak_lr, cfg.optim.min_lr)
             set_lr(optimizer, lr)
             with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
-                view1 = view1.to(device, non_blocking=True)
-                view2 = view2.to(device, non_blocking=True)
+                view1, view2 = speed.to_device(view1, device, t), speed.to_device(view2, device, t)
                 with autocast(t.precision, device):
                     out = net(view1, view2)
                 loss, parts = method.loss(out, cfg)
