@@ -96,7 +96,7 @@ def _adamw(cfg, trunk_parts: list[nn.Module], head_parts: list[nn.Module]) -> to
         decay, no_decay = split_decay_groups(part)
         groups += [{"params": decay, "weight_decay": o.weight_decay, "base_lr": lr},
                    {"params": no_decay, "weight_decay": 0.0, "base_lr": lr}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=o.betas)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=o.betas, fused=o.fused or None)
 
 
 def _finetune_optimizer(cfg, model: FERClassifier) -> torch.optim.Optimizer:
