@@ -1,9 +1,9 @@
 """Speed options change kernels, not results: each option's losses follow the plain path step for step.
 
-channels_last and the fused AdamW reorder float arithmetic only, so their losses agree to float rounding (torch.compile:
-its first two steps, see below); bf16 autocast is a precision choice, held to bf16's tolerance. Exact resume with the options on is in test_pretrain and
-test_finetune (channels_last and fused AdamW are the defaults) and below for torch.compile; DDP with channels_last is
-in test_distributed.
+channels_last and the fused AdamW reorder float arithmetic only, so their losses agree to float rounding
+(torch.compile: its first two steps, see below); bf16 autocast is a precision choice, held to bf16's tolerance.
+Exact resume with the options on is in test_pretrain and test_finetune (channels_last and fused AdamW are the
+defaults) and below for torch.compile; DDP with channels_last is in test_distributed.
 """
 
 import json
