@@ -2,8 +2,9 @@
 
 `train.channels_last` stores images and conv weights NHWC, the layout oneDNN (CPU) and cuDNN's tensor-core kernels
 (GPU) run fastest; `train.compile` hands the model to torch.compile, which fuses the elementwise work around the
-convolutions and matrix products. Neither changes what a step computes beyond float rounding
-(tests/test_speed.py); checkpoints are the same either way, so a run may be resumed with the options changed.
+convolutions and matrix products. channels_last changes float rounding only; compiled losses match eager ones for
+two steps, then part by ~1e-3 relative, which is not explained yet (tests/test_speed.py), so compile is off by
+default. Checkpoints are the same either way, so a run may be resumed with the options changed.
 """
 
 from __future__ import annotations
