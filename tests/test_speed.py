@@ -2,8 +2,8 @@
 
 channels_last and the fused AdamW reorder float arithmetic only, so their losses agree to float rounding
 (torch.compile: its first two steps, see below); bf16 autocast is a precision choice, held to bf16's tolerance.
-Exact resume with the options on is in test_pretrain and test_finetune (channels_last and fused AdamW are the
-defaults) and below for torch.compile; DDP with channels_last is in test_distributed.
+Exact resume with the options on is below (fine-tuning: test_finetune, fused AdamW is the default); DDP with
+channels_last is in test_distributed.
 """
 
 import json
@@ -49,6 +49,16 @@ def test_a_speed_option_keeps_the_finetuning_losses(data, tmp_path, option):  # 
     assert fast == pytest.approx(plain, rel=FLOAT_REL)
 
 
+def test_a_channels_last_run_resumes_exactly(faces, tmp_path):  # noqa: F811
+    fast = ["train.channels_last=true", "train.epochs=2"]
+    pretrain(tiny(faces, *fast, "train.max_steps=4"), tmp_path / "straight")
+    pretrain(tiny(faces, *fast, "train.max_steps=2"), tmp_path / "resumed")
+    pretrain(tiny(faces, *fast, "train.max_steps=4"), tmp_path / "resumed", resume=True)
+    a = load_weights(latest_checkpoint(tmp_path / "straight") / "weights.safetensors")
+    b = load_weights(latest_checkpoint(tmp_path / "resumed") / "weights.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
 def test_a_compiled_run_keeps_the_losses_and_resumes_exactly(faces, tmp_path, monkeypatch):  # noqa: F811
     # Compiled dropout draws from inductor's own random stream; with fallback_random it draws eager's masks, so
@@ -70,8 +80,9 @@ def test_a_compiled_run_keeps_the_losses_and_resumes_exactly(faces, tmp_path, mo
 
 
 def test_channels_last_reaches_the_weights_and_the_batches_and_keeps_the_checkpoint_names():
-    run = load_config(None, ["data.source=synthetic"]).train
-    assert run.channels_last and not run.compile  # the defaults the README's speed section measures
+    defaults = load_config(None, ["data.source=synthetic"]).train
+    assert not defaults.channels_last and not defaults.compile  # the defaults the README's speed section states
+    run = load_config(None, ["data.source=synthetic", "train.channels_last=true"]).train
     conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2))
     names = list(conv.state_dict())
     speed.prepare_model(conv, run)

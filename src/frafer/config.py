@@ -151,8 +151,9 @@ class RunConfig:
                         "same schedules", lo=0)
     threads: int = _f(0, "CPU threads of torch per process (0 = the process's share of the cores, less one per data "
                       "worker)", lo=0)
-    channels_last: bool = _f(True, "images and conv weights in NHWC layout, which oneDNN and cuDNN run fastest (same "
-                             "results; benchmarks/official_step.py measures it)")
+    channels_last: bool = _f(False, "images and conv weights in NHWC layout, which oneDNN and cuDNN run fastest (same "
+                             "results; benchmarks/official_step.py measures it). Off by default: torch 2.14.1's CPU "
+                             "kernels corrupt memory on 1x1 stride-2 convs of few channels at odd batch sizes")
     compile: bool = _f(False, "torch.compile the trained network (off: it did not pay on the development CPU, and its "
                        "losses part from eager ones by ~1e-3 after two steps; the first steps compile)")
 
