@@ -112,11 +112,13 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
-def test_every_recipe_loads(recipe):
+def test_every_recipe_loads(recipe, monkeypatch):
     from frafer.config import FinetuneConfig
-    from frafer.experiments.sweep_spec import load_sweep
+    from frafer.experiments.sweep_spec import ENV_PLACEHOLDER, load_sweep
 
     if recipe.parent.name == "sweeps":  # a sweep file: every stage's config at every point is built and checked
+        for name in ENV_PLACEHOLDER.findall(recipe.read_text()):  # a dataset root given by the environment
+            monkeypatch.setenv(name, "/data")
         assert load_sweep(recipe).points
         return
     cls = FinetuneConfig if recipe.parent.name == "finetune" or "finetune" in recipe.stem else PretrainConfig
