@@ -110,7 +110,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides of every step, e.g. train.channels_last=false train.compile=true")
+                   help="config overrides of every step, e.g. train.channels_last=true train.compile=true")
     args = p.parse_args()
     overrides = tuple(args.set)
     device = torch.device(args.device)
