@@ -60,7 +60,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     steps = {name: step_fn(args, o) for name, o in SETTINGS.items()}
-    runs = {name: (lambda s=s: s()) for name, s in steps.items()}
+    runs = dict(steps)
     runs["AdamW loop, optimiser step alone"] = lambda s=steps["channels_last"]: s(optimiser_only=True)
     runs["fused AdamW, optimiser step alone"] = lambda s=steps["channels_last + fused AdamW"]: s(optimiser_only=True)
     for run in runs.values():
