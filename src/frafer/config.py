@@ -75,6 +75,9 @@ class AugConfig:
     solarize_p: tuple[float, float] = _f((0.0, 0.2), "solarisation probability for view 1 / view 2")
     mean: tuple[float, float, float] = _mean()
     std: tuple[float, float, float] = _std()
+    on_device: bool = _f(False, "pre-training: colour jitter, greyscale, blur, solarisation and normalisation as "
+                                "batched ops on the training device (the loader only decodes, crops and flips); "
+                                "same distributions, other draws. For a GPU that the CPU cores cannot feed")
 
 
 @dataclass

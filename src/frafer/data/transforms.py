@@ -54,14 +54,11 @@ def build_view_transform(
     p=blur_p (sigma uniform in blur_sigma), solarise (x -> 1 - x for x >= 0.5, i.e. uint8 >= 128)
     with p=solarize_p, then normalise with mean/std.
     """
-    _check_size(size)
     brightness, contrast, saturation, hue = jitter
     blur = v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=blur_sigma)], p=blur_p)
     return v2.Compose(
         [
-            v2.PILToTensor(),  # (3, H, W) uint8; tensors pass through unchanged
-            v2.RandomResizedCrop(size, scale=crop_scale, antialias=True),  # (3, size, size) uint8
-            v2.RandomHorizontalFlip(p=flip_p),
+            *_crop_ops(size, crop_scale, flip_p),
             v2.ToDtype(torch.float32, scale=True),  # [0, 1]: the colour ops below are faster on float
             v2.RandomApply([v2.ColorJitter(brightness, contrast, saturation, hue)], p=jitter_p),
             v2.RandomGrayscale(p=grey_p),
@@ -72,9 +69,30 @@ def build_view_transform(
     )
 
 
+def build_crop_transform(
+    size: int, crop_scale: tuple[float, float] = (0.2, 1.0), flip_p: float = 0.5
+) -> ImageTransform:
+    """The first half of a BYOL view: PIL image -> (3, size, size) uint8 random resized crop, maybe flipped.
+
+    With `aug.on_device` the loader stops here and frafer.data.batch_augment does the colour half on the batch.
+    """
+    return v2.Compose(_crop_ops(size, crop_scale, flip_p))
+
+
+def _crop_ops(size: int, crop_scale: tuple[float, float], flip_p: float) -> list:
+    _check_size(size)
+    return [
+        v2.PILToTensor(),  # (3, H, W) uint8; tensors pass through unchanged
+        v2.RandomResizedCrop(size, scale=crop_scale, antialias=True),  # (3, size, size) uint8
+        v2.RandomHorizontalFlip(p=flip_p),
+    ]
+
+
 class TwoViewTransform:
     """The two asymmetric BYOL views of one image: view 1 always blurred and never solarised,
     view 2 rarely blurred and sometimes solarised (blur_p and solarize_p give (view 1, view 2)).
+
+    crops_only=True returns the two uint8 crops without their colour half (`aug.on_device`).
     """
 
     def __init__(
@@ -82,10 +100,15 @@ class TwoViewTransform:
         size: int,
         blur_p: tuple[float, float] = (1.0, 0.1),
         solarize_p: tuple[float, float] = (0.0, 0.2),
+        crops_only: bool = False,
         **shared,
     ):
         """`shared`: the other keywords of build_view_transform (crop_scale, jitter, …), the same for both views."""
         shared["size"] = size
+        if crops_only:
+            crop = build_crop_transform(size, shared.get("crop_scale", (0.2, 1.0)), shared.get("flip_p", 0.5))
+            self.views = (crop, crop)
+            return
         self.views = tuple(
             build_view_transform(blur_p=blur, solarize_p=solarize, **shared)
             for blur, solarize in zip(blur_p, solarize_p, strict=True)

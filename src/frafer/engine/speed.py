@@ -36,3 +36,8 @@ def prepare_model(model: nn.Module, run) -> nn.Module:
 def to_device(images: torch.Tensor, device: torch.device, run) -> torch.Tensor:
     """An image batch on `device` in the run's layout (an asynchronous copy from pinned memory on CUDA)."""
     return images.to(device, non_blocking=True, memory_format=memory_format(run))
+
+
+def in_layout(*images: torch.Tensor, run) -> tuple[torch.Tensor, ...]:
+    """Image batches already on their device, in the run's layout (ops such as index_copy may not keep it)."""
+    return tuple(x.contiguous(memory_format=memory_format(run)) for x in images)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from frafer.config import PretrainConfig
+from frafer.data.batch_augment import BatchedViewColour
 from frafer.data.formats.folders import list_images
 from frafer.data.formats.pairs import read_pairs
 from frafer.data.formats.vggface2 import list_vggface2
@@ -68,6 +69,7 @@ def build_pretrain_dataset(cfg: PretrainConfig) -> UnlabelledImages:
     transform = TwoViewTransform(
         cfg.data.image_size, crop_scale=a.crop_scale, flip_p=a.flip_p, jitter=a.jitter, jitter_p=a.jitter_p,
         grey_p=a.grey_p, blur_p=a.blur_p, blur_sigma=a.blur_sigma, solarize_p=a.solarize_p, mean=a.mean, std=a.std,
+        crops_only=a.on_device,
     )
     d = cfg.data
     if d.source == "synthetic":
@@ -92,6 +94,16 @@ def build_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin: boo
         # A private generator: worker seeding must not consume the global RNG that dropout uses (exact resume).
         generator=torch.Generator(),
     )
+
+
+def build_batch_colour(cfg: PretrainConfig, rank: int) -> BatchedViewColour | None:
+    """The colour half of the views, run on the batch on the training device (None: the loader did it)."""
+    a = cfg.aug
+    if not a.on_device:
+        return None
+    return BatchedViewColour(cfg.data.image_size, cfg.train.seed, rank, jitter=a.jitter, jitter_p=a.jitter_p,
+                             grey_p=a.grey_p, blur_p=a.blur_p, blur_sigma=a.blur_sigma, solarize_p=a.solarize_p,
+                             mean=a.mean, std=a.std)
 
 
 def effective_lr(cfg: PretrainConfig) -> float:
@@ -158,6 +170,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     logger = MetricsLogger(run_dir, enabled=ctx.is_main, tensorboard=t.tensorboard)
     net = session.wrap_ddp(model, ctx, broadcast_buffers=False)  # each network keeps its own BN statistics
     loader = build_loader(dataset, sampler, cfg.data.num_workers, pin=device.type == "cuda")
+    colour = build_batch_colour(cfg, ctx.rank)
     skipped = SkipReport()
     result = PretrainResult(run_dir, step, math.nan)
 
@@ -203,6 +216,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
             set_lr(optimizer, lr)
             with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
                 view1, view2 = speed.to_device(view1, device, t), speed.to_device(view2, device, t)
+                if colour is not None:  # uint8 crops -> normalised float views
+                    view1, view2 = speed.in_layout(*colour(view1, view2, step), run=t)
                 with autocast(t.precision, device):
                     out = net(view1, view2)
                 loss, parts = method.loss(out, cfg)
