@@ -1,10 +1,12 @@
 """Images per second per CPU core of the input pipelines, and of the trunk's inference beside them.
 
-Three measurements, each on one core (one torch thread, no data workers, so a DataLoader with N workers scales it
+The measurements, each on one core (one torch thread, no data workers, so a DataLoader with N workers scales it
 by about N):
 
 - pre-training: decode a 224 px JPEG face + the two augmented views (`TwoViewTransform`, METHOD's augmentation);
-  a GPU step at R images/s needs about R / this many cores feeding it;
+  a GPU step at R images/s needs about R / this many cores feeding it. Then the same with `aug.on_device`: the
+  loader's half (decode + the two uint8 crops and flips) per core, and the colour half (`BatchedViewColour`) on a
+  batch of `--batch` on `--device` (on a GPU, the cores it needs are then set by the loader's half alone);
 - evaluation / cached probe: `frozen_pass` (the one frozen-network pass of `evaluate`, the probe's feature cache,
   kNN) over a FER2013 csv and over the same faces as 48 px PNGs, with the FER+ CPU recipe's trunk (ResNet-18 of
   width 32, 48 px), and that trunk alone on ready tensors: the pass's ceiling.
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from frafer.data.batch_augment import BatchedViewColour
 from frafer.data.fer_dataset import FERSample, load_sample_image
 from frafer.data.formats.fer2013 import read_fer2013
 from frafer.data.images import load_rgb
@@ -37,17 +40,42 @@ def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:8.1f} img/s"
 
 
-def pretraining_views(folder: Path, count: int, size: int) -> float:
+def face_jpegs(folder: Path, count: int, size: int) -> list[Path]:
     faces = SyntheticFaces(count, size, num_identities=50, seed=0)
     paths = []
     for i in range(count):
         paths.append(folder / f"{i:05d}.jpg")
         faces[i][0].save(paths[-1], quality=90)
-    transform = TwoViewTransform(size)
+    return paths
+
+
+def loader_views(paths: list[Path], transform: TwoViewTransform) -> tuple[float, list]:
+    """Seconds to decode every JPEG and make its two views on this core, and the views."""
     start = time.perf_counter()
-    for path in paths:
-        transform(load_rgb(path))
-    return time.perf_counter() - start
+    views = [transform(load_rgb(path)) for path in paths]
+    return time.perf_counter() - start, views
+
+
+def batched_colour(crops: list, size: int, batch: int, device: torch.device, rounds: int = 3) -> float:
+    """Seconds per image of the colour half on the device, best of `rounds` passes over the crops in batches."""
+    colour = BatchedViewColour(size)
+    first = torch.stack([a for a, _ in crops]).to(device)  # (N, 3, size, size) uint8
+    second = torch.stack([b for _, b in crops]).to(device)
+    colour(first[:batch], second[:batch], step=0)  # first-call set-up kept out of the timing
+    best = float("inf")
+    for r in range(rounds):
+        _sync(device)
+        start = time.perf_counter()
+        for step, (a, b) in enumerate(zip(first.split(batch), second.split(batch), strict=True)):
+            colour(a, b, step=r * len(first) + step)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best / len(first)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def fer_faces(folder: Path, count: int) -> tuple[list[FERSample], list[FERSample]]:
@@ -72,15 +100,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=512, help="images per measurement")
     p.add_argument("--size", type=int, default=224, help="pre-training image side")
+    p.add_argument("--batch", type=int, default=128, help="batch of the on-device colour half")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the on-device colour half runs (on cpu: one thread)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "jpg").mkdir()
         (tmp / "fer").mkdir()
-        seconds = pretraining_views(tmp / "jpg", args.count, args.size)
+        jpegs = face_jpegs(tmp / "jpg", args.count, args.size)
+        full, _ = loader_views(jpegs, TwoViewTransform(args.size))
+        crops_only, crops = loader_views(jpegs, TwoViewTransform(args.size, crops_only=True))
+        colour = batched_colour(crops, args.size, args.batch, device)
         print(f"one core, {args.count} images per row")
-        print(f"  pre-training: {args.size} px JPEG decode + two augmented views  {rate(args.count, seconds)}")
+        print(f"  pre-training at {args.size} px, JPEG decode + two views:")
+        print(f"    in the loader (the default)              {rate(args.count, full)}   "
+              f"{1000 * full / args.count:6.1f} core·s per 1,000 images")
+        print(f"    aug.on_device, the loader's crops+flips  {rate(args.count, crops_only)}   "
+              f"{1000 * crops_only / args.count:6.1f} core·s per 1,000 images")
+        print(f"    aug.on_device, the colour half on {device.type}, batch {args.batch}  {rate(1, colour)}")
 
         csv_samples, png_samples = fer_faces(tmp / "fer", args.count)
         trunk = build_trunk("resnet18", width=32, remove_maxpool=True).eval()

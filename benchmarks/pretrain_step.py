@@ -11,7 +11,8 @@ Each method's step is the one the pre-training loop runs: the method's model, lo
 from `frafer.methods`.
 
     python benchmarks/pretrain_step.py                       # ResNet-18, 112 px, batch 32, CPU
-    python benchmarks/pretrain_step.py --arch resnet50 --size 224 --batch 64 --device cuda --precision bf16
+    python benchmarks/pretrain_step.py --arch resnet50 --size 224 --batch 128 --device cuda --precision bf16 \
+        --set train.channels_last=true --peak-tflops 989     # the issue's GPU figure (H100/H200 bf16 dense peak)
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides of every step, e.g. train.channels_last=true train.compile=true")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the chip's dense peak at --precision (e.g. 989 for an H100/H200 at bf16): prints each "
+                        "step's MFU, counted FLOPs / step time / peak")
     args = p.parse_args()
     overrides = tuple(args.set)
     device = torch.device(args.device)
@@ -146,9 +150,10 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, median of {args.rounds} alternating rounds")
     mem_note = "peak allocated" if device.type == "cuda" else "process peak RSS after building + warm-up"
     for name in steps:
+        mfu = "" if args.peak_tflops is None else f"  MFU {flops[name] / med[name] / (args.peak_tflops * 1e12):6.1%}"
         print(f"  {name:<11} {med[name] * 1000:8.1f} ms/step  {args.batch / med[name]:7.1f} img/s  "
               f"{flops[name] / 1e9:7.1f} GFLOP  {flops[name] / med[name] / 1e9:6.1f} GFLOP/s  "
-              f"{memory[name]:8.0f} MB ({mem_note})")
+              f"{memory[name]:8.0f} MB ({mem_note}){mfu}")
     print("                            time   FLOPs (the time ratio if every FLOP ran at the same speed)")
     label = {"fra": "FRA", "byol": "BYOL", "moco_v2": "MoCo v2", "supervised": "supervised"}
     for a, b, note in (("fra", "supervised", "trunk-only ideal ≈ 2.7, target ≤ 3.2"),

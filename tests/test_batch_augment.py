@@ -128,6 +128,15 @@ def test_on_device_augmentation_takes_uint8_crops_only():
         colour(torch.rand(2, 3, SIZE, SIZE), torch.rand(2, 3, SIZE, SIZE), step=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_figures.sh runs it)")
+def test_the_same_draws_give_the_same_views_on_cuda():
+    crops = (torch.rand(16, 3, SIZE, SIZE) * 255).to(torch.uint8)
+    draws = ba.draw_view(16, ba.step_generator(0, 0, 0), (0.4, 0.4, 0.2, 0.1), 0.8, 0.2, 0.5, (0.1, 2.0), 0.5)
+    args = ((0.4, 0.4, 0.2, 0.1), 5, VGGFACE2_MEAN, VGGFACE2_STD)
+    on_cpu, on_cuda = ba.apply_view(crops, draws, *args), ba.apply_view(crops.cuda(), draws, *args)
+    assert torch.allclose(on_cuda.cpu(), on_cpu, atol=1e-4)
+
+
 def test_a_run_with_on_device_augmentation_trains_and_resumes_exactly(faces, tmp_path):  # noqa: F811
     result = pretrain(tiny(faces, "train.steps=3", "aug.on_device=true"), tmp_path / "run")
     losses = train_losses(tmp_path / "run")
