@@ -49,10 +49,14 @@ def face_jpegs(folder: Path, count: int, size: int) -> list[Path]:
     return paths
 
 
-def loader_views(paths: list[Path], transform: TwoViewTransform) -> tuple[float, list]:
-    """Seconds to decode every JPEG and make its two views on this core, and the views."""
+def loader_views(paths: list[Path], transform: TwoViewTransform, keep: bool = False) -> tuple[float, list]:
+    """Seconds to decode every JPEG and make its two views on this core, and the views if `keep` (else [])."""
+    views = []
     start = time.perf_counter()
-    views = [transform(load_rgb(path)) for path in paths]
+    for path in paths:
+        pair = transform(load_rgb(path))
+        if keep:
+            views.append(pair)
     return time.perf_counter() - start, views
 
 
@@ -112,7 +116,7 @@ def main() -> None:
         (tmp / "fer").mkdir()
         jpegs = face_jpegs(tmp / "jpg", args.count, args.size)
         full, _ = loader_views(jpegs, TwoViewTransform(args.size))
-        crops_only, crops = loader_views(jpegs, TwoViewTransform(args.size, crops_only=True))
+        crops_only, crops = loader_views(jpegs, TwoViewTransform(args.size, crops_only=True), keep=True)
         colour = batched_colour(crops, args.size, args.batch, device)
         print(f"one core, {args.count} images per row")
         print(f"  pre-training at {args.size} px, JPEG decode + two views:")

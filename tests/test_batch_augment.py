@@ -6,6 +6,8 @@ statistics that each step moves: channel means, contrast, sharpness, greyness), 
 changed probability. In the loop, a run with the switch trains and resumes exactly.
 """
 
+import functools
+
 import pytest
 import torch
 from scipy.stats import ks_2samp
@@ -72,6 +74,7 @@ def test_the_draws_depend_on_the_step_rank_and_seed_only():
 
 
 SIZE, DRAWS = 32, 400
+FACE = SyntheticFaces(1, 48, num_identities=1, seed=3)[0][0]
 
 
 def view_statistics(views: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -86,15 +89,21 @@ def view_statistics(views: torch.Tensor) -> dict[str, torch.Tensor]:
     return stats
 
 
-def cpu_and_batched_views(colour_settings: dict | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """DRAWS pairs of views of one synthetic face by the CPU path and by the crops + batched colour path."""
-    face = SyntheticFaces(1, 48, num_identities=1, seed=3)[0][0]
+@functools.cache
+def cpu_path_views() -> tuple[torch.Tensor, torch.Tensor]:
+    """DRAWS pairs of views of one synthetic face by the CPU path (the same for every test: drawn once)."""
     torch.manual_seed(0)
     cpu = TwoViewTransform(SIZE)
-    pairs = [cpu(face) for _ in range(DRAWS)]
-    cpu_views = [torch.stack([p[v] for p in pairs]) for v in (0, 1)]
+    pairs = [cpu(FACE) for _ in range(DRAWS)]
+    return tuple(torch.stack([p[v] for p in pairs]) for v in (0, 1))
+
+
+def cpu_and_batched_views(colour_settings: dict | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """DRAWS pairs of views of one synthetic face by the CPU path and by the crops + batched colour path."""
+    cpu_views = list(cpu_path_views())
+    torch.manual_seed(1)
     crops = TwoViewTransform(SIZE, crops_only=True)
-    pairs = [crops(face) for _ in range(DRAWS)]
+    pairs = [crops(FACE) for _ in range(DRAWS)]
     colour = ba.BatchedViewColour(SIZE, seed=1, **(colour_settings or {}))
     batched = colour(torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), step=0)
     return cpu_views, list(batched)

@@ -129,8 +129,8 @@ def draw_view(batch: int, generator: torch.Generator, jitter: Sequence[float], j
               blur_p: float, blur_sigma: Sequence[float], solarize_p: float) -> ViewDraws:
     """Draw one view's choices with build_view_transform's distributions: each factor uniform in
     [max(0, 1 - s), 1 + s] (hue in [-s, s]), a uniformly random order, each step applied with its probability."""
-    def uniform(low: float, high: float, shape=(batch,)) -> torch.Tensor:
-        return torch.rand(shape, generator=generator) * (high - low) + low
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.rand(batch, generator=generator) * (high - low) + low
 
     def chance(p: float) -> torch.Tensor:
         return torch.rand(batch, generator=generator) < p
