@@ -136,6 +136,18 @@ def test_a_point_may_replace_a_stages_init(tmp_path):
         f"model.init={stage_dir(sweep, tmp_path / 'out', sweep.points[1], 'pretrain')}"]
 
 
+def test_keys_that_end_alike_are_named_by_their_stage_and_keep_their_folders_apart(tmp_path):
+    stages = dict(recipes(tmp_path))
+    stages["finetune"] = {**stages["probe"], "command": "finetune"}
+    points = [{"probe.model.init": "none", "finetune.model.init": None, "pretrain.optim.base_lr": 0.5},
+              {"probe.model.init": None, "finetune.model.init": "none", "pretrain.optim.base_lr": 0.5}]
+    sweep = load_sweep(write_sweep(tmp_path, {"stages": stages, "points": points}))
+    assert [p.name for p in sweep.points] == ["probe.init=none,base_lr=0.5", "finetune.init=none,base_lr=0.5"]
+    folders = {stage_dir(sweep, tmp_path, p, "finetune") for p in sweep.points}
+    assert len(folders) == 2  # with both named `init=none` the two fine-tunes would share one folder
+    assert len({stage_dir(sweep, tmp_path, p, "pretrain") for p in sweep.points}) == 1  # the one pre-training
+
+
 def test_env_placeholders_fill_dataset_roots_and_a_missing_one_is_named(tmp_path, monkeypatch):
     stages = recipes(tmp_path)
     stages["pretrain"]["overrides"].append("train.name=${env:FRAFER_TEST_NAME}")

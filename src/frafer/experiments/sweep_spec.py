@@ -57,8 +57,13 @@ class Point:
 
     @property
     def name(self) -> str:
-        """A folder name saying the setting, e.g. `heatmap_temperature=0.5,seed=0`."""
-        parts = [f"{_short(key)}={_text(value)}" for key, value in self.values if value is not None]
+        """A folder name saying the setting, e.g. `heatmap_temperature=0.5,seed=0`.
+
+        A key goes by its last part unless another of the point's keys ends the same way: then by its stage too
+        (`probe.init=none,finetune.init=none`), so that two different settings never share a folder.
+        """
+        names = _short_names([key for key, _ in self.values])
+        parts = [f"{names[key]}={_text(value)}" for key, value in self.values if value is not None]
         return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts)) or "default"
 
     def up_to(self, stages: list[str]) -> Point:
@@ -99,8 +104,13 @@ class Sweep:
         return yaml.safe_dump(self.tree, sort_keys=False)
 
 
-def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """Each key's last part, or `<stage>.<last part>` where two keys share a last part (the full key if even that
+    is shared)."""
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    staged = [f"{key.partition('.')[0]}.{key.rsplit('.', 1)[-1]}" if "." in key else key for key in keys]
+    return {key: (tail if last.count(tail) == 1 else short if staged.count(short) == 1 else key)
+            for key, tail, short in zip(keys, last, staged, strict=True)}
 
 
 def _text(value) -> str:
