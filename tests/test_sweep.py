@@ -153,8 +153,10 @@ def test_env_placeholders_fill_dataset_roots_and_a_missing_one_is_named(tmp_path
     stages["pretrain"]["overrides"].append("train.name=${env:FRAFER_TEST_NAME}")
     path = write_sweep(tmp_path, {"stages": {"pretrain": stages["pretrain"]}, "grid": {"seed": [0]}})
     monkeypatch.delenv("FRAFER_TEST_NAME", raising=False)
+    load_sweep(path)  # reading the sweep (its results table) needs no dataset root
     with pytest.raises(FraferError, match="environment variable FRAFER_TEST_NAME"):
-        load_sweep(path)
+        run_sweep(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything ran
     monkeypatch.setenv("FRAFER_TEST_NAME", "from_env")
     sweep = load_sweep(path)
     command = stage_command(sweep, sweep.stages[0], sweep.points[0], tmp_path / "out", tmp_path / "data", "")

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from frafer.errors import FraferError
-from frafer.experiments.sweep_spec import Point, Stage, Sweep, expand, load_sweep, stage_dir, stage_status
+from frafer.experiments.sweep_spec import Point, Stage, Sweep, expand, load_sweep, require_env, stage_dir, stage_status
 from frafer.files import atomic_write_text
 
 LOG_TAIL = 2000  # characters of a failed stage's output kept in its status file
@@ -128,6 +128,7 @@ def run_point(sweep: Sweep, point: Point, sweep_dir: Path, data_dir: Path, devic
 def run_sweep(path: str | Path, out: str | Path, devices: list[str] | None = None) -> dict:
     """Run (or continue) the sweep of `path` in folder `out`; returns {point name: ok | failed stage}."""
     sweep = load_sweep(path)
+    require_env(sweep)
     sweep_dir = Path(out).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     recorded = sweep_dir / "sweep.yaml"

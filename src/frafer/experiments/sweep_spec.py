@@ -226,10 +226,14 @@ def _read_points(tree: dict, stage_names: set[str]) -> tuple[list[Point], list[s
 
 
 def _check_keys(sweep: Sweep) -> None:
-    """Build every stage's config at every point (placeholders filled with dummies): unknown keys fail here."""
+    """Build every stage's config at every point (placeholders filled with dummies): unknown keys fail here.
+
+    Environment variables are dummies too: reading a sweep's results must not need its dataset roots
+    (`require_env` checks them before a sweep runs)."""
     for stage in sweep.stages:
         for point in sweep.points:
-            overrides = [expand(o, "/sweep", "/data") for o in (*stage.overrides, *point.overrides_for(stage.name))]
+            overrides = [ENV_PLACEHOLDER.sub("/env", expand(o, "/sweep", "/data", env=False))
+                         for o in (*stage.overrides, *point.overrides_for(stage.name))]
             try:
                 load_config(stage.config, overrides, COMMANDS[stage.command])
             except FraferError as err:
@@ -239,8 +243,16 @@ def _check_keys(sweep: Sweep) -> None:
 ENV_PLACEHOLDER = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def expand(text: str, sweep_dir: str | Path, data_dir: str | Path) -> str:
-    """Fill `${sweep}`, `${data}` and `${env:NAME}` (an environment variable, e.g. a dataset root) into `text`."""
+def require_env(sweep: Sweep) -> None:
+    """Refuse to run a sweep whose stages name an environment variable that is not set, before anything runs."""
+    for stage in sweep.stages:
+        for text in stage.overrides:
+            expand(text, "/sweep", "/data")
+
+
+def expand(text: str, sweep_dir: str | Path, data_dir: str | Path, env: bool = True) -> str:
+    """Fill `${sweep}`, `${data}` and (unless `env` is false) `${env:NAME}`, an environment variable such as a
+    dataset root, into `text`."""
     def from_env(match: re.Match) -> str:
         name = match.group(1)
         if not os.environ.get(name):
@@ -249,7 +261,7 @@ def expand(text: str, sweep_dir: str | Path, data_dir: str | Path) -> str:
         return os.environ[name]
 
     text = text.replace("${sweep}", str(sweep_dir)).replace("${data}", str(data_dir))
-    return ENV_PLACEHOLDER.sub(from_env, text)
+    return ENV_PLACEHOLDER.sub(from_env, text) if env else text
 
 
 def stage_dir(sweep: Sweep, sweep_dir: Path, point: Point, stage: str) -> Path:
