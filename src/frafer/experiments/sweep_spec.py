@@ -232,7 +232,7 @@ def _check_keys(sweep: Sweep) -> None:
     (`require_env` checks them before a sweep runs)."""
     for stage in sweep.stages:
         for point in sweep.points:
-            overrides = [ENV_PLACEHOLDER.sub("/env", expand(o, "/sweep", "/data", env=False))
+            overrides = [expand(ENV_PLACEHOLDER.sub("/env", o), "/sweep", "/data")
                          for o in (*stage.overrides, *point.overrides_for(stage.name))]
             try:
                 load_config(stage.config, overrides, COMMANDS[stage.command])
@@ -250,9 +250,8 @@ def require_env(sweep: Sweep) -> None:
             expand(text, "/sweep", "/data")
 
 
-def expand(text: str, sweep_dir: str | Path, data_dir: str | Path, env: bool = True) -> str:
-    """Fill `${sweep}`, `${data}` and (unless `env` is false) `${env:NAME}`, an environment variable such as a
-    dataset root, into `text`."""
+def expand(text: str, sweep_dir: str | Path, data_dir: str | Path) -> str:
+    """Fill `${sweep}`, `${data}` and `${env:NAME}` (an environment variable, e.g. a dataset root) into `text`."""
     def from_env(match: re.Match) -> str:
         name = match.group(1)
         if not os.environ.get(name):
@@ -261,7 +260,7 @@ def expand(text: str, sweep_dir: str | Path, data_dir: str | Path, env: bool = T
         return os.environ[name]
 
     text = text.replace("${sweep}", str(sweep_dir)).replace("${data}", str(data_dir))
-    return ENV_PLACEHOLDER.sub(from_env, text) if env else text
+    return ENV_PLACEHOLDER.sub(from_env, text)
 
 
 def stage_dir(sweep: Sweep, sweep_dir: Path, point: Point, stage: str) -> Path:
