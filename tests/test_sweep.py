@@ -78,6 +78,15 @@ def test_a_sweep_runs_its_grid_records_a_failure_and_a_rerun_skips_what_is_done(
     assert stage_dir(sweep, out, first, "probe") != stage_dir(sweep, out, last, "probe")
 
     assert main(["results", str(out)]) == 0  # the sweep folder alone is enough
+    before = (out / "results.md").read_text()
+    recipe_texts = {name: (tmp_path / name).read_text() for name in ("pre.yaml", "probe.yaml")}
+    for name in recipe_texts:
+        (tmp_path / name).unlink()  # ... even once the recipes it ran are gone (a removed checkout)
+    assert runs_table([out]) in before
+    with pytest.raises(FraferError, match="pre.yaml does not exist"):
+        run_sweep(out / "sweep.yaml", out)  # running it again still needs them
+    for name, text in recipe_texts.items():
+        (tmp_path / name).write_text(text)
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["status"] for r in rows] == ["ok", "ok", "pretrain failed", "ok"]
     assert rows[0]["probe.best_val.val.top1"] and rows[0]["pretrain.train.loss"]

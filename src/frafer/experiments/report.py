@@ -41,9 +41,9 @@ IGNORED_KEYS = ("train.name", "train.out_dir", "train.device", "train.threads", 
 
 def runs_table(run_dirs: list[Path], metrics: list[str] = ()) -> str:
     """Any run folders side by side: the config keys that differ between them, then their metrics. A sweep folder
-    given here prints its own table."""
+    given here prints its own table, read from the folder alone (its runs record their own configs)."""
     if len(run_dirs) == 1 and (run_dirs[0] / "sweep.yaml").is_file():
-        sweep = load_sweep(run_dirs[0] / "sweep.yaml")
+        sweep = load_sweep(run_dirs[0] / "sweep.yaml", check_configs=False)
         return write_sweep_results(sweep, run_dirs[0])
     missing = [d for d in run_dirs if not d.is_dir()]
     if missing:

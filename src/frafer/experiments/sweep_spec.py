@@ -129,8 +129,11 @@ def _as_list(value, what: str) -> list:
     return value
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file; raises FraferError naming the first thing wrong."""
+def load_sweep(path: str | Path, check_configs: bool = True) -> Sweep:
+    """Read and check a sweep file; raises FraferError naming the first thing wrong.
+
+    `check_configs=False` reads a finished sweep's record for its results: the stage recipes it names (perhaps in a
+    checkout since removed) need not exist, and its keys are not checked against them again."""
     path = Path(path)
     if not path.is_file():
         raise FraferError(f"sweep file {path} does not exist")
@@ -146,16 +149,17 @@ def load_sweep(path: str | Path) -> Sweep:
     prepare = tree.get("prepare") or ""
     if prepare not in PREPARERS:
         raise FraferError(f"sweep 'prepare' must be one of {', '.join(p for p in PREPARERS if p)}, got {prepare!r}")
-    stages = _read_stages(tree.get("stages"), path)
+    stages = _read_stages(tree.get("stages"), path, check_configs)
     points, axes = _read_points(tree, {s.name for s in stages})
     resolved = dict(tree, stages={s.name: {**tree["stages"][s.name], "config": str(s.config)} for s in stages})
     sweep = Sweep(str(tree.get("name") or path.stem), path, stages, points, axes, prepare,
                   [str(m) for m in _as_list(tree.get("metrics"), "metrics")], resolved)
-    _check_keys(sweep)
+    if check_configs:
+        _check_keys(sweep)
     return sweep
 
 
-def _read_stages(raw, path: Path) -> list[Stage]:
+def _read_stages(raw, path: Path, check_configs: bool = True) -> list[Stage]:
     if not isinstance(raw, dict) or not raw:
         raise FraferError(f"sweep file {path}: 'stages' must map stage names to {{command, config, ...}}")
     stages: list[Stage] = []
@@ -173,7 +177,7 @@ def _read_stages(raw, path: Path) -> list[Stage]:
         if not spec.get("config"):
             raise FraferError(f"stage '{name}' needs a config (a recipe path relative to the sweep file)")
         config = (path.parent / spec["config"]).resolve()
-        if not config.is_file():
+        if check_configs and not config.is_file():
             raise FraferError(f"stage '{name}': config {config} does not exist")
         init = str(spec.get("init") or "")
         if init and init not in {s.name for s in stages}:
