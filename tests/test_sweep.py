@@ -14,6 +14,7 @@ from frafer.cli import main
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.experiments.heatmap_panels import TILE
+from frafer.experiments.plots import plot_metric_against_axes, plot_metric_by_setting, setting_label, varying_axes
 from frafer.experiments.report import runs_table
 from frafer.experiments.sweep_run import run_sweep, stage_command
 from frafer.experiments.sweep_spec import Point, load_sweep, stage_dir, stage_status
@@ -234,3 +235,22 @@ def test_results_of_run_folders_show_the_keys_that_differ(tmp_path):
     assert "55.50" in table
     with pytest.raises(FraferError, match="are they run folders"):
         runs_table([tmp_path])
+
+
+def test_plots_of_a_points_list_name_only_the_keys_that_vary(tmp_path):
+    axes = ["pretrain.optim.lars_eta", "finetune.optim.layer_decay", "finetune.optim.lr", "seed"]
+    settings = [(None, None), (0.003, None), (None, 0.6)]  # a baseline and two remedies, one key each; lr the same
+    rows = [{"pretrain.optim.lars_eta": eta, "finetune.optim.layer_decay": decay, "finetune.optim.lr": 3e-3,
+             "seed": seed, "status": "ok", "acc": 50.0 + 5 * i + seed}
+            for i, (eta, decay) in enumerate(settings) for seed in range(3)]
+    rows[-1]["status"] = "finetune failed"
+    assert varying_axes(rows, axes) == ["pretrain.optim.lars_eta", "finetune.optim.layer_decay"]
+    assert [setting_label(rows[i], varying_axes(rows, axes)) for i in (0, 3, 6)] == [
+        "recipe", "lars_eta=0.003", "layer_decay=0.6"]
+    written = plot_metric_against_axes(rows, axes, ["acc"], tmp_path)
+    assert sorted(p.name for p in written) == ["acc_vs_finetune.optim.layer_decay.png",
+                                               "acc_vs_pretrain.optim.lars_eta.png"]  # no plot against the fixed lr
+    (chart,) = plot_metric_by_setting(rows, axes, ["acc"], tmp_path)
+    with Image.open(chart) as image:
+        assert image.height == round((0.9 + 0.38 * 3) * 110)  # its height grows per bar: three settings, not nine
+    assert plot_metric_by_setting(rows, axes, ["missing"], tmp_path) == []

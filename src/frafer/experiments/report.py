@@ -7,7 +7,7 @@ from pathlib import Path
 from frafer.errors import FraferError
 from frafer.eval.reports import markdown_table
 from frafer.experiments.heatmap_panels import sweep_heatmap_panels
-from frafer.experiments.plots import plot_curves, plot_metric_against_axes
+from frafer.experiments.plots import plot_curves, plot_metric_against_axes, plot_metric_by_setting
 from frafer.experiments.sweep_spec import Sweep, load_sweep
 from frafer.experiments.tables import (
     default_metrics,
@@ -22,8 +22,8 @@ from frafer.files import atomic_write_text
 
 
 def write_sweep_results(sweep: Sweep, sweep_dir: Path) -> str:
-    """results.csv (a row per point), results.md (seeds folded) and plots/ (metrics against axes, curves, the FRA
-    runs' heatmaps on the same faces); returns the Markdown table."""
+    """results.csv (a row per point), results.md (seeds folded) and plots/ (metrics against axes and by setting,
+    curves, the FRA runs' heatmaps on the same faces); returns the Markdown table."""
     rows = sweep_rows(sweep, sweep_dir)
     metrics = default_metrics(rows, sweep.metrics)
     write_csv(rows, sweep_dir / "results.csv")
@@ -31,6 +31,7 @@ def write_sweep_results(sweep: Sweep, sweep_dir: Path) -> str:
     table = markdown_table(summarise(rows, sweep.axes, metrics), [*keep, "seeds", *metrics])
     atomic_write_text(sweep_dir / "results.md", f"# sweep {sweep.name}\n\n{table}\n")
     plot_metric_against_axes(rows, sweep.axes, metrics, sweep_dir / "plots")
+    plot_metric_by_setting(rows, sweep.axes, metrics, sweep_dir / "plots")
     plot_curves(sweep, sweep_dir, sweep_dir / "plots")
     sweep_heatmap_panels(sweep, sweep_dir, sweep_dir / "plots")
     return table

@@ -62,7 +62,7 @@ class Point:
         A key goes by its last part unless another of the point's keys ends the same way: then by its stage too
         (`probe.init=none,finetune.init=none`), so that two different settings never share a folder.
         """
-        names = _short_names([key for key, _ in self.values])
+        names = short_names([key for key, _ in self.values])
         parts = [f"{names[key]}={_text(value)}" for key, value in self.values if value is not None]
         return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts)) or "default"
 
@@ -104,7 +104,7 @@ class Sweep:
         return yaml.safe_dump(self.tree, sort_keys=False)
 
 
-def _short_names(keys: list[str]) -> dict[str, str]:
+def short_names(keys: list[str]) -> dict[str, str]:
     """Each key's last part, or `<stage>.<last part>` where two keys share a last part (the full key if even that
     is shared)."""
     last = [key.rsplit(".", 1)[-1] for key in keys]
