@@ -44,6 +44,8 @@ class Bundle:
     framing: Framing = field(default_factory=lambda: framing_for_format("folders"))  # how training faces were cut
     regions: RegionModel | None = None  # eval mode; None when the trunk was not FRA-pre-trained
     regions_spec: dict | None = None
+    temperature: float = 1.0  # logits are divided by it before the softmax (eval/calibration.py); 1 = uncalibrated
+    calibration: dict | None = None  # how the temperature was fitted: split, ECE and NLL before / after
 
     def transform(self):
         """The eval transform the model expects (PIL RGB image → normalised tensor)."""
@@ -53,14 +55,20 @@ class Bundle:
 def save_bundle(
     folder: str | Path, model: FERClassifier, classes, input_size: int, mean, std, layout: TrunkLayout,
     info: dict | None = None, framing: Framing | None = None, regions: tuple[RegionModel, dict] | None = None,
+    calibration: dict | None = None, half: bool = False,
 ) -> Path:
     """Write the bundle folder (weights first, then bundle.json, each atomically); returns the folder.
 
-    `framing` defaults to the preset of the training data's format; `regions` is (region model, its spec).
+    `framing` defaults to the preset of the training data's format; `regions` is (region model, its spec);
+    `calibration` holds at least the fitted `temperature`; `half` stores floating-point weights as fp16 (half the
+    file; they load back into fp32).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(folder / WEIGHTS, model.deployable_state_dict())
+    state = model.deployable_state_dict()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_weights(folder / WEIGHTS, state)
     if framing is None:
         framing = _recorded_format_framing(info or {})
     if regions is not None:
@@ -72,10 +80,27 @@ def save_bundle(
         "input_size": input_size,
         "mean": list(mean), "std": list(std), "trunk": layout.to_dict(), "dropout": model.dropout.p,
         "framing": framing.to_dict(), "regions": None if regions is None else regions[1],
-        "info": info or {},
+        "calibration": calibration, "info": info or {},
     }
     atomic_write_text(folder / BUNDLE_FILE, json.dumps(meta, indent=2))
     return folder
+
+
+def write_calibration(path: str | Path, calibration: dict) -> Path:
+    """Record a fitted temperature (and how it was fitted) in an existing bundle's bundle.json, atomically."""
+    folder = find_bundle(path)
+    _check_temperature(folder, calibration.get("temperature"))
+    meta = json.loads((folder / BUNDLE_FILE).read_text())
+    meta["calibration"] = calibration
+    atomic_write_text(folder / BUNDLE_FILE, json.dumps(meta, indent=2))
+    return folder
+
+
+def _check_temperature(folder: Path, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1e-3 <= value <= 1e3:
+        raise FraferError(f"{folder / BUNDLE_FILE}: calibration.temperature must be a number in [0.001, 1000], got "
+                          f"{value!r}")
+    return float(value)
 
 
 def _recorded_format_framing(info: dict) -> Framing:
@@ -122,7 +147,11 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         model.load_state_dict(load_weights(folder / WEIGHTS))
     except RuntimeError as err:
         raise FraferError(f"{folder}: weights do not match bundle.json ({str(err).splitlines()[0]})") from None
+    calibration = meta.get("calibration")
+    if calibration is not None and not isinstance(calibration, dict):
+        raise FraferError(f"{folder / BUNDLE_FILE}: calibration must be an object, got {calibration!r}")
+    temperature = _check_temperature(folder, calibration.get("temperature")) if calibration else 1.0
     spec = meta.get("regions")
     regions = load_regions(folder, spec).to(device) if spec else None
     return Bundle(model.to(device).eval(), classes, size, mean, std, layout, meta.get("info", {}), framing, regions,
-                  spec)
+                  spec, temperature, calibration)

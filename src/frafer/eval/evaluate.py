@@ -40,21 +40,15 @@ def evaluate_samples(
     return report
 
 
-def evaluate_bundle(
-    bundle_path: str | Path, data_format: str | None, root: str | None, split: str = "test",
-    out_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 256, num_workers: int = 0,
-    options: list[str] = (),
-) -> tuple[dict, dict]:
-    """Evaluate a bundle (or a fine-tuning run's selected model) on one split of a dataset in its native layout.
+def bundle_split(bundle, data_format: str | None, root: str | None, split: str, options: list[str] = ()):
+    """The labelled samples of one split for a loaded bundle: (samples, dataset name, notes, data format).
 
     Without `data_format` / `root`, the dataset the bundle was trained on (as recorded in it) is used; `options`
-    are `key=value` data settings (e.g. `folds=10 fold=3`). Returns (report, written file paths).
+    are `key=value` data settings (e.g. `folds=10 fold=3`). Labels are mapped onto the bundle's classes.
     """
-    from frafer.artifacts.bundle import find_bundle, load_bundle
     from frafer.config import FinetuneConfig, build_config
     from frafer.data.fer_splits import CONTEMPT_CHOICE, prepare_splits, read_configured_dataset, relabel, uses_folds
 
-    bundle = load_bundle(bundle_path, device)
     recorded = dict(bundle.info.get("data", {}))
     data = {k: v for k, v in recorded.items() if k in _DATASET_KEYS}
     if data_format or root:
@@ -79,11 +73,53 @@ def evaluate_bundle(
         raise FraferError(f"--split must be train, val or test, got {split!r}")
     if not samples:
         raise FraferError(f"{name} has no labelled '{split}' samples among {', '.join(bundle.classes)}")
-    report = evaluate_samples(bundle.model, samples, bundle.classes, bundle.transform(), torch.device(device),
-                              batch_size, num_workers, desc=f"evaluating {split}")
+    return samples, name, notes, cfg.data.format
+
+
+def evaluate_bundle(
+    bundle_path: str | Path, data_format: str | None, root: str | None, split: str = "test",
+    out_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 256, num_workers: int = 0,
+    options: list[str] = (),
+) -> tuple[dict, dict]:
+    """Evaluate a bundle (or a fine-tuning run's selected model) on one split of a dataset in its native layout.
+
+    The dataset is chosen as `bundle_split` says. Besides accuracy, the report gives the calibration of the
+    bundle's probabilities (its stored temperature applied) and without it. Returns (report, written file paths).
+    """
+    from frafer.artifacts.bundle import find_bundle, load_bundle
+    from frafer.eval.calibration import calibration_summary
+
+    bundle = load_bundle(bundle_path, device)
+    samples, name, notes, data_format = bundle_split(bundle, data_format, root, split, options)
+    logits, labels, unreadable = predict_logits(bundle.model, samples, bundle.transform(), torch.device(device),
+                                                batch_size, num_workers, desc=f"evaluating {split}")
+    report = classification_report(labels, logits.argmax(1).numpy(), list(bundle.classes))
+    report["unreadable"] = unreadable
+    report["calibration"] = calibration_summary(logits.numpy(), labels, bundle.temperature)
     report["dataset"], report["split"], report["notes"] = name, split, notes
-    out = Path(out_dir) if out_dir else find_bundle(bundle_path) / f"eval-{cfg.data.format}-{split}"
-    return report, write_report(report, out, f"{cfg.data.format}_{split}")
+    out = Path(out_dir) if out_dir else find_bundle(bundle_path) / f"eval-{data_format}-{split}"
+    return report, write_report(report, out, f"{data_format}_{split}")
+
+
+def calibrate_bundle(
+    bundle_path: str | Path, data_format: str | None, root: str | None, split: str = "val",
+    device: str = "cpu", batch_size: int = 256, num_workers: int = 0, options: list[str] = (),
+) -> dict:
+    """Fit the bundle's temperature on one split (validation: never the test split you report), write it into
+    bundle.json with its ECE / NLL before and after, and draw the reliability diagram beside it."""
+    from frafer.artifacts.bundle import load_bundle, write_calibration
+    from frafer.eval.calibration import calibration_summary, fit_temperature, plot_reliability
+
+    bundle = load_bundle(bundle_path, device)
+    samples, name, _, data_format = bundle_split(bundle, data_format, root, split, options)
+    logits, labels, _ = predict_logits(bundle.model, samples, bundle.transform(), torch.device(device), batch_size,
+                                       num_workers, desc=f"calibrating on {split}")
+    temperature = fit_temperature(logits, labels)
+    record = calibration_summary(logits.numpy(), labels, temperature) | {"fitted_on": f"{name} {split}"}
+    folder = write_calibration(bundle_path, record)
+    plot_reliability(logits.numpy(), labels, temperature, folder / f"reliability-{data_format}-{split}.png",
+                     f"{name} {split}")
+    return record
 
 
 # What identifies the dataset (and its split) in a bundle's record; training-only settings are left behind.

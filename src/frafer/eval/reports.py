@@ -95,6 +95,10 @@ def report_markdown(report: dict, name: str) -> str:
         {"metric": "macro-F1 (%)", "value": report["macro_f1"]},
         {"metric": "images", "value": report["count"]},
     ]
+    if "calibration" in report:  # evaluate_bundle: ECE with the bundle's temperature and without it
+        c = report["calibration"]
+        headline += [{"metric": "ECE at T = 1 (%)", "value": c["ece_before"]},
+                     {"metric": f"ECE at the bundle's T = {c['temperature']:.3f} (%)", "value": c["ece_after"]}]
     per_class = [
         {"class": cls, "precision (%)": s["precision"], "recall (%)": s["recall"], "F1 (%)": s["f1"],
          "support": s["support"]}
