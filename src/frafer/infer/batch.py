@@ -29,7 +29,7 @@ from tqdm import tqdm
 from frafer.errors import FraferError
 from frafer.files import atomic_write_text
 from frafer.infer.detect import LANDMARK_NAMES
-from frafer.infer.draw import annotate, heatmap_panel, panel_grid
+from frafer.infer.draw import annotate, face_panel, panel_grid
 from frafer.infer.inputs import BadInput, Source, list_inputs, read_image
 from frafer.infer.predictor import FacePrediction, Predictor
 
@@ -158,7 +158,7 @@ def output_name(source: Source, roots: list[Path]) -> Path:
 
 
 def write_pictures(out: Path, name: Path, rgb: np.ndarray, faces: list[FacePrediction], classes, annotated: bool,
-                   heatmaps: bool, heatmap_trunk: str | None) -> None:
+                   heatmaps: bool, heatmap_trunk: str | None, cam_layer: str = "") -> None:
     if annotated:
         target = (out / "annotated" / name).with_suffix(".jpg")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -168,8 +168,7 @@ def write_pictures(out: Path, name: Path, rgb: np.ndarray, faces: list[FacePredi
         folder.mkdir(parents=True, exist_ok=True)
         panels = []
         for face in faces:
-            title = f"face {face.index}: {face.label} {face.confidence:.2f} ({heatmap_trunk} trunk)"
-            panel = heatmap_panel(face.crop, face.heatmaps, title)
+            panel = face_panel(face, cam_layer, heatmap_trunk)
             panel.save(folder / f"{name.stem}_face{face.index}.png")
             panels.append(panel)
         panel_grid(panels).save(folder / f"{name.stem}_grid.png")
@@ -272,6 +271,7 @@ def _predict_images(predictor: Predictor, sources: list[Source], names: list[Pat
         summary.faces += len(faces)
         summary.labels.update(f.label for f in faces)
         write_pictures(out, names[i], rgb, faces, predictor.classes, annotated,
-                       heatmaps and predictor.regions is not None, predictor.heatmap_trunk)
+                       heatmaps and predictor.cam is not None, predictor.heatmap_trunk,
+                       predictor.cam.layer if predictor.cam is not None else "")
         results.append((status, ""))
     return results

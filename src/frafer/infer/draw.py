@@ -1,4 +1,7 @@
-"""Pictures of predictions: boxes and labels on the image, and region-heatmap panels per face.
+"""Pictures of predictions: boxes and labels on the image, and per face a panel of where the model looked.
+
+A face's panel has the classifier's Grad-CAM row (every bundle) and, for bundles fine-tuned from FRA, the region
+row, whose title says whether the regions formed or are flat (`region_sharpness`).
 
 Text and lines scale with the image (about 2.5 % of its shorter side), so labels stay legible on a 100 px crop
 and on a 24 MP photo alike.
@@ -93,3 +96,54 @@ def panel_grid(panels: list[Image.Image]) -> Image.Image:
         grid.paste(p, (0, y))
         y += p.height + 4
     return grid
+
+
+FORMED_SHARPNESS = 1.25  # regions count as formed when the mean largest probability is 1.25× uniform's 1/N or more
+
+
+def region_sharpness(heatmaps: np.ndarray) -> float:
+    """Mean over pixels of the largest region probability: 1/N for flat maps, 1 for hard regions. (N, h, w)."""
+    return float(np.asarray(heatmaps).max(axis=0).mean())
+
+
+def regions_formed(heatmaps: np.ndarray) -> bool:
+    return region_sharpness(heatmaps) >= FORMED_SHARPNESS / len(heatmaps)
+
+
+def cam_overlay(crop: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A Grad-CAM map (h, w) in [0, 1], upsampled, coloured (0 blue … 1 red) and laid over the crop: (S, S, 3)."""
+    m = upsample_maps(cam[None], crop.shape[0])[0]
+    colour = colormaps["jet"](np.clip(m, 0, 1))[..., :3] * 255
+    return (crop * (1 - alpha) + colour * alpha).clip(0, 255).astype(np.uint8)
+
+
+def _titled(image: Image.Image, title: str, height: int) -> Image.Image:
+    font = _font(max(10, height // 8))
+    band = font.size + 6
+    canvas = Image.new("RGB", (max(image.width, int(font.getlength(title)) + 8), image.height + band),
+                       (255, 255, 255))
+    canvas.paste(image, (0, band))
+    ImageDraw.Draw(canvas).text((4, 2), title, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def face_panel(face, cam_layer: str = "", heatmap_trunk: str | None = None, scale: int = 0) -> Image.Image:
+    """One face's panel: [crop | Grad-CAM] titled with the label, and below it the FRA region row when the face
+    has region heatmaps, titled 'formed' or 'flat' with its sharpness. `scale` 0 = enlarge to about 192 px."""
+    crop = face.crop
+    scale = scale or max(2, 192 // crop.shape[0])
+    rows = []
+    if face.cam is not None:
+        row = np.concatenate([crop, cam_overlay(crop, face.cam)], axis=1)
+        image = Image.fromarray(row).resize((row.shape[1] * scale, row.shape[0] * scale), Image.NEAREST)
+        rows.append(_titled(image, f"face {face.index}: {face.label} {face.confidence:.2f}, Grad-CAM ({cam_layer})",
+                            crop.shape[0] * scale))
+    if face.heatmaps is not None:
+        n, sharp = len(face.heatmaps), region_sharpness(face.heatmaps)
+        state = "formed" if regions_formed(face.heatmaps) else "flat"
+        title = (f"FRA regions ({heatmap_trunk} trunk): {state}, mean largest probability {sharp:.3f} "
+                 f"(uniform {1 / n:.3f})")
+        rows.append(_titled(heatmap_panel(crop, face.heatmaps, scale=scale), title, crop.shape[0] * scale))
+    if not rows:
+        raise ValueError("face_panel needs a face with a Grad-CAM map or region heatmaps")
+    return panel_grid(rows)
