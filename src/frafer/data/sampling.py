@@ -23,6 +23,21 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (z ^ (z >> 31)) & _MASK
 
 
+def fit_batch(requested: int, num_items: int, world_size: int = 1, key: str = "train.batch_size") -> int:
+    """The global batch a dataset of `num_items` can fill: `requested`, or for a smaller dataset the largest
+    multiple of `world_size` that fits (a 120-image set trains in batches of 120 rather than being refused).
+
+    Batch-norm needs two images per process, so fewer than 2 x world_size images stay an error naming `key`.
+    """
+    if num_items >= requested:
+        return requested
+    batch = num_items - num_items % world_size
+    if batch < 2 * world_size:
+        raise FraferError(f"the dataset has {num_items} training images, too few for batch-norm training over "
+                          f"{world_size} process(es) (config key '{key}')")
+    return batch
+
+
 class EpochBatchSampler:
     """Batch sampler over (index, sample_seed) keys for one process; drops the last incomplete global batch."""
 

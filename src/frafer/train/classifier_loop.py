@@ -23,7 +23,7 @@ from frafer.artifacts.trunk_init import TrunkLayout
 from frafer.config import FinetuneConfig
 from frafer.data.fer_dataset import FERImages, collate_fer
 from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
-from frafer.data.sampling import EpochBatchSampler
+from frafer.data.sampling import EpochBatchSampler, fit_batch
 from frafer.data.transforms import build_eval_transform, build_fer_train_transform
 from frafer.engine import common, distributed, machine, session, speed
 from frafer.engine.metrics_log import MetricsLogger
@@ -60,8 +60,14 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     # Data first: a bad path or label fails before any model is built.
     splits = splits or prepare_splits(cfg.data, t.seed)
     train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
+    requested = batch_size
+    batch_size = fit_batch(requested, len(train_samples), ctx.world_size,
+                           "probe.batch_size" if frozen else "train.batch_size")
     if ctx.is_main:
         tqdm.write(splits.summary())
+        if batch_size != requested:
+            tqdm.write(f"note: {len(train_samples)} training images are fewer than one batch of {requested}: training "
+                       f"in batches of {batch_size}")
     a = cfg.aug
     train_tf = build_fer_train_transform(cfg.data.image_size, a.flip_p, a.jitter, a.translate, a.rotate,
                                          a.erase_p, a.erase_scale, a.mean, a.std)

@@ -102,7 +102,8 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Con
         return report
 
     weights = class_balanced_weights(train_samples, len(splits.classes)) if cfg.data.balanced_sampler else None
-    sampler = EpochBatchSampler(len(train_samples), p.batch_size, 0, 1, t.seed, weights)
+    batch_size = min(p.batch_size, len(train_samples))  # a set smaller than one batch trains full-batch
+    sampler = EpochBatchSampler(len(train_samples), batch_size, 0, 1, t.seed, weights)
     optimizer = get_head("linear").optimizer(cfg, model)
     criterion = loss_fn(cfg)
     logger = MetricsLogger(run_dir, tensorboard=t.tensorboard)
@@ -111,7 +112,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Con
     if cfg.data.crowd_mode != "probability":
         fixed_targets = torch.stack([torch.as_tensor(target_fn(s, i, 0)) for i, s in enumerate(train_samples)])
     history, best, best_head, step, loss = [], None, None, 0, math.nan
-    total_steps = (len(train_samples) // p.batch_size) * p.epochs
+    total_steps = (len(train_samples) // batch_size) * p.epochs
     model.train()  # the head and feature norm; the frozen trunk stays in eval mode
     with machine.limited_threads(1):
         for epoch in tqdm(range(p.epochs), desc="linear probe (cached)", leave=False):
