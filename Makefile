@@ -21,7 +21,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pretrain_step.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -74,14 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", help="output file (default: RUN/backbone.safetensors)")
 
     pr = sub.add_parser("predict", help="find the faces in photos, folders or videos and label their expressions")
-    pr.add_argument("model", help="model bundle folder, or a fine-tuning run folder (its selected model/)")
-    pr.add_argument("inputs", nargs="+", help="images, videos or folders (searched recursively)")
+    pr.add_argument("inputs", nargs="+", metavar="[BUNDLE] INPUT",
+                    help="images, videos or folders (searched recursively); a model bundle or fine-tuning run folder "
+                         "may come first, else the built-in model (frafer models) labels them")
+    pr.add_argument("--model", help="model bundle, fine-tuning run folder, or built-in model name (default: "
+                    "the first input when it is a bundle, else the default built-in model)")
+    pr.add_argument("--cam-layer", choices=["layer2", "layer3", "layer4"],
+                    help="trunk stage of the --heatmaps Grad-CAM (default: the deepest with at least 6x6 cells)")
     pr.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     pr.add_argument("--detector", default="mtcnn", choices=["mtcnn", "haar", "none"],
                     help="mtcnn: boxes + 5 landmarks (default); haar: OpenCV's cascade, faster, boxes only")
     pr.add_argument("--no-detect", action="store_true", help="each image is one cropped face (= --detector none)")
     pr.add_argument("--min-face", type=int, help="smallest face side in pixels the detector looks for")
-    pr.add_argument("--heatmaps", action="store_true", help="also draw each face's FRA region heatmaps")
+    pr.add_argument("--heatmaps", action="store_true", help="also draw where the model looked, per face: the "
+                    "classifier's Grad-CAM, and FRA's region maps when the bundle has them")
     pr.add_argument("--framing", default="", metavar="PRESET",
                     help="cut detected faces with this preset (fer2013, rafdb, affectnet, synthetic, box: "
                          "data/framing.py) instead of the framing the bundle records")
@@ -107,6 +113,22 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: the bundle's test faces when found, else random normalised inputs)")
 
     sub.add_parser("methods", help="list the pre-training methods and downstream heads, one line each")
+
+    mo = sub.add_parser("models", help="list the built-in expression models (name, classes, input, accuracy, size, "
+                        "data, licence)")
+    mo.add_argument("name", nargs="?", default="", help="one built-in model (with --verbose: its whole card)")
+    mo.add_argument("--verbose", "-v", action="store_true", help="print the model card's measured figures")
+
+    ca = sub.add_parser("calibrate", help="fit a bundle's softmax temperature on a validation split and store it")
+    ca.add_argument("model", help="model bundle folder, or a fine-tuning run folder (its selected model/)")
+    ca.add_argument("--data", help="dataset root (default: the one the model was trained on)")
+    ca.add_argument("--format", help="dataset layout: affectnet, rafdb, fer2013, ferplus, folders, synthetic")
+    ca.add_argument("--split", default="val", help="the split to fit on (default: val; never the test split you "
+                    "report)")
+    ca.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ca.add_argument("--batch-size", type=int, default=256)
+    ca.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    ca.add_argument("overrides", nargs="*", metavar="key=value", help="data options, e.g. folds=10 fold=3")
 
     cfg = sub.add_parser("config", help="print the resolved config, or every key with its default and meaning")
     cfg.add_argument("--config", help="YAML recipe")
@@ -196,6 +218,9 @@ def _evaluate(args) -> int:
                                     args.batch_size, args.workers, args.overrides)
     print(f"{report['dataset']} {args.split}: top-1 {report['top1']:.2f}%, mean class acc "
           f"{report['mean_class_acc']:.2f}%, macro-F1 {report['macro_f1']:.2f}% on {report['count']} images")
+    c = report["calibration"]
+    print(f"calibration: ECE {c['ece_before']:.2f}% at T = 1, {c['ece_after']:.2f}% at the bundle's T = "
+          f"{c['temperature']:.3f}")
     print(f"report: {files['md']}")
     return 0
 
@@ -254,16 +279,67 @@ def _predict(args) -> int:
     set_threads(args.threads)
     options = {"min_face": args.min_face} if args.min_face and not args.no_detect else {}
     providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
-    predictor = Predictor.from_bundle(args.model, device=args.device, detector="none" if args.no_detect else
-                                      args.detector, backend=args.backend, onnx_path=args.onnx, providers=providers,
-                                      heatmaps=args.heatmaps, heatmap_trunk=args.heatmap_trunk,
-                                      batch_size=args.batch_size, max_pixels=args.max_pixels,
-                                      framing=args.framing, **options)
-    summary = run_predict(predictor, args.inputs, args.out, resume=args.resume, annotated=not args.no_annotate,
+    model, inputs = _predict_model(args.model, args.inputs)
+    options |= dict(device=args.device, detector="none" if args.no_detect else args.detector, backend=args.backend,
+                    onnx_path=args.onnx, providers=providers, heatmaps=args.heatmaps,
+                    heatmap_trunk=args.heatmap_trunk, batch_size=args.batch_size, max_pixels=args.max_pixels,
+                    framing=args.framing, cam_layer=args.cam_layer)
+    predictor = (Predictor.from_bundle(model, **options) if isinstance(model, Path) else
+                 Predictor.from_pretrained(model, **options))
+    summary = run_predict(predictor, inputs, args.out, resume=args.resume, annotated=not args.no_annotate,
                           heatmaps=args.heatmaps, every=args.every, smooth=args.smooth)
     print("\n".join(summary.lines()))
     print(f"results: {Path(args.out) / 'predictions.jsonl'}, {Path(args.out) / 'faces.csv'}")
     return 1 if summary.failed else 0
+
+
+def _predict_model(model: str | None, inputs: list[str]) -> tuple[Path | str, list[str]]:
+    """Which model predicts, and on what: --model (a bundle path or a built-in name), else a first input that is a
+    bundle or run folder, else the default built-in model ('')."""
+    from frafer.artifacts.bundle import find_bundle
+
+    def bundle_at(path: str) -> Path | None:
+        try:
+            return find_bundle(path)
+        except FraferError:
+            return None
+
+    if model:
+        if Path(model).exists():
+            return find_bundle(model), inputs
+        return model, inputs  # a built-in model's name; unknown names are refused listing the known ones
+    first = bundle_at(inputs[0])
+    if first is not None:
+        if len(inputs) == 1:
+            raise FraferError(f"{inputs[0]} is a model bundle: give the images, videos or folders to label after it")
+        return first, inputs[1:]
+    return "", inputs
+
+
+def _models(args) -> int:
+    from frafer.eval.reports import markdown_table
+    from frafer.pretrained import builtin_path, describe, summary_rows
+
+    if args.name or args.verbose:
+        names = [args.name] if args.name else [p["name"].split(" ")[0] for p in summary_rows()]
+        for name in names:
+            builtin_path(name, verify=False)  # an unknown name lists the known ones
+            print(describe(name))
+        return 0
+    rows = summary_rows()
+    print(markdown_table(rows, list(rows[0])) if rows else "this install holds no built-in model")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from frafer.eval.evaluate import calibrate_bundle
+
+    c = calibrate_bundle(args.model, args.format, args.data, args.split, args.device, args.batch_size, args.workers,
+                         args.overrides)
+    print(f"temperature {c['temperature']:.3f} fitted on {c['fitted_on']} ({c['count']} images): ECE "
+          f"{c['ece_before']:.2f}% → {c['ece_after']:.2f}%, NLL {c['nll_before']:.4f} → {c['nll_after']:.4f}; "
+          f"written to the bundle's bundle.json")
+    return 0
 
 
 def _export_onnx(args) -> int:
@@ -323,7 +399,8 @@ def _demo(args) -> int:
 COMMANDS = {
     "pretrain": _pretrain, "finetune": _downstream, "linear-probe": _downstream, "evaluate": _evaluate,
     "verify": _verify, "config": _config, "export-backbone": _export, "demo": _demo, "methods": _methods,
-    "predict": _predict, "export": _export_onnx, "sweep": _sweep, "results": _results,
+    "predict": _predict, "export": _export_onnx, "sweep": _sweep, "results": _results, "models": _models,
+    "calibrate": _calibrate,
 }
 
 

@@ -1,5 +1,6 @@
 """`Predictor`: a model bundle + a face detector → for each image, its faces with labels, probabilities, heatmaps.
 
+    predictor = Predictor.from_pretrained()                    # the built-in expression model (`frafer models`)
     predictor = Predictor.from_bundle("runs/ft/model", device="cpu")
     for faces in predictor.predict(["group.jpg", pil_image, bgr_array], colour="RGB"):
         for face in faces:
@@ -22,6 +23,7 @@ from torchvision.transforms.v2.functional import resize
 from frafer.artifacts.bundle import Bundle, find_bundle, load_bundle
 from frafer.data.framing import FRAMINGS, crop_face
 from frafer.errors import FraferError
+from frafer.infer.cam import ClassActivationMaps
 from frafer.infer.detect import Face, build_detector
 from frafer.infer.inputs import DEFAULT_MAX_PIXELS, as_rgb_array, read_image
 from frafer.models.region_model import RegionModel
@@ -41,6 +43,7 @@ class FacePrediction:
     probabilities: np.ndarray  # (num_classes,), in Predictor.classes order
     crop: np.ndarray | None = field(default=None, repr=False)  # (S, S, 3) uint8: what the classifier saw
     heatmaps: np.ndarray | None = field(default=None, repr=False)  # (N, h, w), each pixel sums to 1 over N
+    cam: np.ndarray | None = field(default=None, repr=False)  # (h, w) Grad-CAM of `label`, in [0, 1]
 
 
 class TorchBackend:
@@ -79,7 +82,8 @@ class Predictor:
     def __init__(self, bundle: Bundle, detector: str = "mtcnn", backend: str = "torch", onnx_path=None,
                  providers: list[str] | None = None, heatmaps: bool = False, heatmap_trunk: str = "pretrained",
                  batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS, keep_crops: bool = False,
-                 device: str | torch.device = "cpu", framing: str = "", **detector_options) -> None:
+                 device: str | torch.device = "cpu", framing: str = "", cam_layer: str | None = None,
+                 onnx_threads: int = 0, **detector_options) -> None:
         self.bundle = bundle
         if framing and framing not in FRAMINGS:
             raise FraferError(f"unknown framing '{framing}' (known: {', '.join(FRAMINGS)})")
@@ -98,11 +102,23 @@ class Predictor:
         elif backend == "onnx":
             if onnx_path is None:
                 raise FraferError("the onnx backend needs the exported file (frafer export BUNDLE --onnx PATH)")
-            self.backend = OnnxBackend(onnx_path, providers)
+            self.backend = OnnxBackend(onnx_path, providers, onnx_threads)
         else:
             raise FraferError(f"unknown backend '{backend}' (known: torch, onnx)")
-        self.regions = self._region_model(heatmap_trunk) if heatmaps else None
-        self.heatmap_trunk = heatmap_trunk if heatmaps else None
+        # --heatmaps: Grad-CAM of the classifier for every bundle, and FRA's region maps where the bundle has them
+        self.regions = self._region_model(heatmap_trunk) if heatmaps and bundle.regions is not None else None
+        self.heatmap_trunk = heatmap_trunk if self.regions is not None else None
+        self.cam = ClassActivationMaps(bundle.model, bundle.input_size, cam_layer) if heatmaps else None
+
+    @classmethod
+    def from_pretrained(cls, name: str = "", device: str | torch.device = "cpu", **options) -> Predictor:
+        """A built-in model shipped inside the package (`frafer models` lists them; empty = the default)."""
+        from frafer.pretrained import load_builtin, onnx_cache_path
+
+        bundle = load_builtin(name, device)
+        if options.get("backend") == "onnx" and options.get("onnx_path") is None:
+            options["onnx_path"] = _exported(bundle, onnx_cache_path(name))
+        return cls(bundle, device=device, **options)
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str | torch.device = "cpu", **options) -> Predictor:
@@ -111,19 +127,11 @@ class Predictor:
         folder = find_bundle(path)
         bundle = load_bundle(folder, device)
         if options.get("backend") == "onnx" and options.get("onnx_path") is None:
-            options["onnx_path"] = folder / ONNX_FILE
-            if not options["onnx_path"].is_file():
-                from frafer.artifacts.onnx_export import export_onnx
-
-                report = export_onnx(bundle, options["onnx_path"])
-                print(f"exported {report['path']} (max |onnx - torch| {report['max_abs_diff']['logits']:.1e})")
+            options["onnx_path"] = _exported(bundle, folder / ONNX_FILE)
         return cls(bundle, device=device, **options)
 
     def _region_model(self, trunk: str) -> RegionModel:
         regions = self.bundle.regions
-        if regions is None:
-            raise FraferError("this bundle holds no region model, so it has no heatmaps: fine-tune from an FRA "
-                              "pre-training run (model.keep_regions=true, the default)")
         if trunk not in HEATMAP_TRUNKS:
             raise FraferError(f"heatmap trunk must be one of {', '.join(HEATMAP_TRUNKS)}, got {trunk!r}")
         if trunk == "finetuned":  # the classifier's own trunk under the pre-trained projector and masks
@@ -144,7 +152,7 @@ class Predictor:
         probs, maps = [], []
         for start in range(0, len(crops), self.batch_size):
             x = self.normalise(crops[start:start + self.batch_size])
-            logits = self.backend(x)
+            logits = self.backend(x) / self.bundle.temperature  # calibrated (eval/calibration.py)
             e = np.exp(logits - logits.max(axis=1, keepdims=True))
             probs.append(e / e.sum(axis=1, keepdims=True))
             if self.regions is not None:
@@ -153,6 +161,16 @@ class Predictor:
         n = len(self.classes)
         return (np.concatenate(probs) if probs else np.zeros((0, n), np.float32),
                 np.concatenate(maps) if maps else None)
+
+    def class_maps(self, crops: np.ndarray, targets) -> np.ndarray:
+        """(B, S, S, 3) uint8 crops and (B,) class indices → (B, h, w) Grad-CAM maps in [0, 1]."""
+        if self.cam is None:
+            raise FraferError("this predictor was made without heatmaps=True, so it computes no class maps")
+        out = []
+        for start in range(0, len(crops), self.batch_size):
+            x = torch.from_numpy(self.normalise(crops[start:start + self.batch_size])).to(self.device)
+            out.append(self.cam(x, targets[start:start + self.batch_size]))
+        return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
 
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         size = self.bundle.input_size
@@ -183,6 +201,7 @@ class Predictor:
         size = self.bundle.input_size
         stacked = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         probs, maps = self.classify_crops(stacked)
+        cams = self.class_maps(stacked, probs.argmax(axis=1)) if self.cam is not None else None
         results, k = [], 0
         for faces in found:
             row = []
@@ -191,8 +210,19 @@ class Predictor:
                 top = int(p.argmax())
                 row.append(FacePrediction(
                     i, face.box, face.landmarks, face.score, self.classes[top], float(p[top]), p,
-                    stacked[k] if self.keep_crops or maps is not None else None,
-                    None if maps is None else maps[k]))
+                    stacked[k] if self.keep_crops or self.cam is not None else None,
+                    None if maps is None else maps[k], None if cams is None else cams[k]))
                 k += 1
             results.append(row)
         return results
+
+
+def _exported(bundle: Bundle, path: Path) -> Path:
+    """`path`, exported from the bundle (and checked against PyTorch) if it does not exist yet."""
+    if not path.is_file():
+        from frafer.artifacts.onnx_export import export_onnx
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        report = export_onnx(bundle, path)
+        print(f"exported {report['path']} (max |onnx - torch| {report['max_abs_diff']['logits']:.1e})")
+    return path
