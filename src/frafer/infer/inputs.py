@@ -7,7 +7,10 @@ One bad file never stops a batch; a decompression bomb is refused from its heade
 
 from __future__ import annotations
 
+import errno
+import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +39,31 @@ class Source:
 
 def list_inputs(inputs: list[str | Path]) -> list[Source]:
     """Files and folders (searched recursively, sorted) → sources. Inside folders only hidden files are passed
-    over: anything else is listed, so a file that is not an image gets its own status instead of vanishing."""
+    over: anything else is listed, so a file that is not an image gets its own status instead of vanishing, and so
+    does a link that leads nowhere (dangling, or a loop): it is listed and read as 'unreadable'. Links to folders
+    are not followed (a loop of them would never end)."""
     found: list[Source] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if path.is_dir() and not path.is_symlink() or path.is_dir() and path.resolve().is_dir():
+            for child in sorted(_walk(path)):
                 found.append(Source(child, _kind(child)))
         else:
             found.append(Source(path, _kind(path)))
     return found
+
+
+def _walk(folder: Path):
+    """Every non-hidden entry below `folder` that is not a folder: files, and links to files or to nothing."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if not name.startswith("."):
+                yield Path(root) / name
+        for name in dirs:  # a link to a folder is listed by os.walk as a folder, and not entered
+            link = Path(root) / name
+            if link.is_symlink() and not link.resolve().is_dir():
+                yield link
 
 
 def _kind(path: Path) -> str:
@@ -53,11 +71,24 @@ def _kind(path: Path) -> str:
     return "image" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else "other"
 
 
+@contextmanager
+def _pillow_limit(max_pixels: int):
+    """Let Pillow open images up to `max_pixels` (its own bomb check refuses over 2 × MAX_IMAGE_PIXELS, 179 MP by
+    default); frafer's check against `max_pixels` still runs on the header, before any pixel is decoded."""
+    saved = Image.MAX_IMAGE_PIXELS
+    if saved is not None and max_pixels > 2 * saved:
+        Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 RGB as displayed (EXIF orientation applied); raises BadInput with its status."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pillow_limit(max_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.width * image.height > max_pixels:
@@ -72,7 +103,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     except BadInput:
         raise
     except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        raise BadInput("unreadable", f"{type(err).__name__}: {err.strerror or err}") from None
+        what = "a link that leads nowhere" if path.is_symlink() else type(err).__name__
+        raise BadInput("unreadable", f"{what}: {err.strerror or err}") from None
     except Image.UnidentifiedImageError:
         reason = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image Pillow can read"
         raise BadInput("not an image", reason) from None
@@ -80,7 +112,11 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise BadInput("too large", str(err)) from None
     except UnreadableImage as err:
         raise BadInput("corrupt", err.reason) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOENT, errno.EACCES, errno.EISDIR):  # e.g. a link that loops
+            raise BadInput("unreadable", f"{err.strerror or err}") from None
+        raise BadInput("corrupt", f"{type(err).__name__}: {err}") from None
+    except (SyntaxError, ValueError, EOFError) as err:
         raise BadInput("corrupt", f"{type(err).__name__}: {err}") from None
     return np.asarray(rgb)
 

@@ -8,6 +8,7 @@ the label flicker of single frames; the raw per-frame probabilities stay in pred
 from __future__ import annotations
 
 import csv
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -60,11 +61,17 @@ class Tracker:
 
 def predict_video(predictor: Predictor, source, name: Path, out: Path, writers, summary, every: int = 1,
                   smooth: float = 0.0, write_video: bool = True) -> tuple[str, str]:
-    file = str(source.path)
-    capture = cv2.VideoCapture(file)
+    from frafer.infer.batch import file_key
+
+    file = file_key(source.path)
+    capture = cv2.VideoCapture(str(source.path))
     if not capture.isOpened():
-        writers.write(file, "unreadable", reason="OpenCV cannot open this video")
-        return "unreadable", "OpenCV cannot open this video"
+        # a file we can read that OpenCV cannot open is damaged (or not a video); one we cannot read is unreadable
+        status, reason = (("corrupt", "OpenCV cannot decode this video (damaged, truncated or not a video)")
+                          if os.access(source.path, os.R_OK) and source.path.is_file() else
+                          ("unreadable", "the file cannot be read"))
+        writers.write(file, status, reason=reason)
+        return status, reason
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     timeline_path = (out / "timelines" / name).with_suffix(".csv")
@@ -119,4 +126,7 @@ def predict_video(predictor: Predictor, source, name: Path, out: Path, writers, 
     if index == 0:
         writers.write(file, "corrupt", reason="no frame could be decoded")
         return "corrupt", "no frame could be decoded"
-    return ("ok" if faces_seen else "no face"), f"{frames} frame(s) processed of {index}"
+    reason = f"{frames} frame(s) processed of {index}"
+    if total and index < total:  # the header promised more frames than could be decoded: a cut file
+        reason += f"; the file declares {total} frames, so {total - index} could not be decoded (truncated?)"
+    return ("ok" if faces_seen else "no face"), reason
