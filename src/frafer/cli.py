@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="model bundle folder, or a fine-tuning run folder")
     ex.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
     ex.add_argument("--with-regions", action="store_true", help="add the region heatmaps as a second output")
+    ex.add_argument("--int8", action="store_true", help="also write PATH with .int8.onnx: quantised to int8 on the "
+                    "check faces (several times faster on CPUs with VNNI/AMX), refused if it changes the top-1 of "
+                    "more than 3 %% of them")
     ex.add_argument("--check-images", metavar="FOLDER", help="faces to compare PyTorch and onnxruntime on "
                     "(default: the bundle's test faces when found, else random normalised inputs)")
 
@@ -273,9 +276,14 @@ def _export(args) -> int:
 
 def _predict(args) -> int:
     from frafer.engine.machine import set_threads
-    from frafer.infer.batch import run_predict
+    from frafer.infer.batch import check_run_options, run_predict
     from frafer.infer.predictor import Predictor
 
+    if args.min_face is not None and args.min_face < 1:
+        raise FraferError(f"--min-face must be a face side of 1 pixel or more, got {args.min_face}")
+    if args.threads < 0:
+        raise FraferError(f"--threads must be 0 (the default) or more, got {args.threads}")
+    check_run_options(args.every, args.smooth)  # before any model is loaded or file written
     set_threads(args.threads)
     options = {"min_face": args.min_face} if args.min_face and not args.no_detect else {}
     providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
@@ -344,12 +352,21 @@ def _calibrate(args) -> int:
 
 def _export_onnx(args) -> int:
     from frafer.artifacts.bundle import find_bundle, load_bundle
-    from frafer.artifacts.onnx_export import export_onnx, faces_for_check
+    from frafer.artifacts.onnx_export import export_onnx, faces_for_check, quantize_int8
 
     bundle = load_bundle(find_bundle(args.model))
-    report = export_onnx(bundle, args.onnx, args.with_regions, faces_for_check(bundle, args.check_images))
+    faces = faces_for_check(bundle, args.check_images, count=256 if args.int8 else 32)
+    report = export_onnx(bundle, args.onnx, args.with_regions, faces)
     diffs = ", ".join(f"{k} {v:.2e}" for k, v in report["max_abs_diff"].items())
     print(f"wrote {report['path']}; max |onnxruntime - PyTorch| on {report['checked_on']}: {diffs}")
+    if args.int8:
+        if faces is None:
+            raise FraferError("--int8 calibrates on real faces: give --check-images FOLDER")
+        if args.with_regions:
+            raise FraferError("--int8 quantises the classifier alone: export without --with-regions")
+        q = quantize_int8(args.onnx, Path(args.onnx).with_suffix(".int8.onnx"), faces)
+        print(f"wrote {q['path']}; int8 top-1 agrees with fp32 on {100 * q['agreement']:.1f} % of "
+              f"{q['calibrated_on']} faces")
     return 0
 
 

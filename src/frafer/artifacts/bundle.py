@@ -10,7 +10,9 @@ Loading needs nothing else: no training config, no code from the file (safetenso
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from frafer.data.transforms import build_eval_transform
 from frafer.errors import FraferError
 from frafer.files import atomic_write_text
 from frafer.methods.heads import BUNDLE_NETWORKS
+from frafer.models.backbones import ARCHS
 from frafer.models.classifier import FERClassifier
 from frafer.models.region_model import RegionModel
 
@@ -46,6 +49,8 @@ class Bundle:
     regions_spec: dict | None = None
     temperature: float = 1.0  # logits are divided by it before the softmax (eval/calibration.py); 1 = uncalibrated
     calibration: dict | None = None  # how the temperature was fitted: split, ECE and NLL before / after
+    source: str = ""  # the folder it was loaded from
+    fingerprint: str = ""  # SHA-256 of the weights and of the fields that shape predictions (see _fingerprint)
 
     def transform(self):
         """The eval transform the model expects (PIL RGB image → normalised tensor)."""
@@ -120,38 +125,105 @@ def find_bundle(path: str | Path) -> Path:
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Rebuild the classifier from a bundle (or a run folder holding one), weights loaded, in eval mode."""
     folder = find_bundle(path)
-    try:
-        meta = json.loads((folder / BUNDLE_FILE).read_text())
-    except json.JSONDecodeError as err:
-        raise FraferError(f"{folder / BUNDLE_FILE} is not valid JSON ({err})") from None
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise FraferError(f"{folder / BUNDLE_FILE}: format is {meta.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-    if meta.get("version", 0) > BUNDLE_VERSION:
-        raise FraferError(f"{folder}: bundle version {meta['version']} is newer than this frafer reads "
-                          f"({BUNDLE_VERSION}); upgrade frafer")
+    meta = read_record(folder)
     network = meta.get("network", "linear")  # bundles before the field held the linear network only
-    if network not in BUNDLE_NETWORKS:
-        raise FraferError(f"{folder / BUNDLE_FILE}: the bundle holds a '{network}' network, which this frafer does "
-                          f"not know (known: {', '.join(BUNDLE_NETWORKS)}); nothing was loaded from it")
-    try:
-        layout = TrunkLayout.from_dict(meta["trunk"])
-        classes = tuple(meta["classes"])
-        model = BUNDLE_NETWORKS[network](layout.build(), len(classes), float(meta.get("dropout", 0.0)))
-        size, mean, std = int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
-        # Bundles from before the field: the preset of the data format they record.
+    layout = TrunkLayout.from_dict(meta["trunk"])
+    classes = tuple(meta["classes"])
+    model = BUNDLE_NETWORKS[network](layout.build(), len(classes), float(meta.get("dropout", 0.0)))
+    size, mean, std = int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])
+    try:  # bundles from before the field: the preset of the data format they record
         framing = (Framing.from_dict(meta["framing"]) if meta.get("framing") else
                    _recorded_format_framing(meta.get("info", {})))
     except (KeyError, TypeError, ValueError) as err:
-        raise FraferError(f"{folder / BUNDLE_FILE} is incomplete or malformed ({type(err).__name__}: {err})") from None
+        raise FraferError(f"{folder / BUNDLE_FILE}: field 'framing' is malformed ({type(err).__name__}: {err})") \
+            from None
     try:
         model.load_state_dict(load_weights(folder / WEIGHTS))
     except RuntimeError as err:
         raise FraferError(f"{folder}: weights do not match bundle.json ({str(err).splitlines()[0]})") from None
     calibration = meta.get("calibration")
-    if calibration is not None and not isinstance(calibration, dict):
-        raise FraferError(f"{folder / BUNDLE_FILE}: calibration must be an object, got {calibration!r}")
     temperature = _check_temperature(folder, calibration.get("temperature")) if calibration else 1.0
     spec = meta.get("regions")
     regions = load_regions(folder, spec).to(device) if spec else None
     return Bundle(model.to(device).eval(), classes, size, mean, std, layout, meta.get("info", {}), framing, regions,
-                  spec, temperature, calibration)
+                  spec, temperature, calibration, str(folder), _fingerprint(folder, meta))
+
+
+def _fingerprint(folder: Path, meta: dict) -> str:
+    """SHA-256 of the weights and of everything in bundle.json that changes a prediction (not the provenance)."""
+    digest = hashlib.sha256((folder / WEIGHTS).read_bytes())
+    shaping = {k: meta.get(k) for k in ("network", "classes", "input_size", "mean", "std", "trunk", "framing",
+                                        "calibration")}
+    digest.update(json.dumps(shaping, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_record(folder: Path) -> dict:
+    """bundle.json, checked key by key before anything is built from it: each problem is one named error."""
+    path = folder / BUNDLE_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FraferError(f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise FraferError(f"{path} cannot be read ({err.strerror or err})") from None
+
+    def bad(key: str, what: str, value) -> FraferError:
+        shown = repr(value) if len(repr(value)) < 80 else repr(value)[:77] + "..."
+        return FraferError(f"{path}: field '{key}' must be {what}, got {shown}")
+
+    if not isinstance(meta, dict):
+        raise bad("<top level>", "a JSON object", meta)
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise FraferError(f"{path}: format is {meta.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    version = meta.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise bad("version", "a whole number", version)
+    if version > BUNDLE_VERSION:
+        raise FraferError(f"{folder}: bundle version {version} is newer than this frafer reads ({BUNDLE_VERSION}); "
+                          f"upgrade frafer")
+    network = meta.get("network", "linear")
+    if network not in BUNDLE_NETWORKS:
+        raise FraferError(f"{path}: the bundle holds a '{network}' network, which this frafer does not know "
+                          f"(known: {', '.join(BUNDLE_NETWORKS)}); nothing was loaded from it")
+    for key in ("trunk", "classes", "input_size", "mean", "std"):
+        if key not in meta:
+            raise FraferError(f"{path}: field '{key}' is missing")
+    classes = meta["classes"]
+    if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise bad("classes", "a list of distinct class names", classes)
+    size = meta["input_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 4096:
+        raise bad("input_size", "a whole number of pixels in [16, 4096]", size)
+    for key in ("mean", "std"):
+        v = meta[key]
+        if not isinstance(v, list) or len(v) != 3 or not all(_is_number(x) for x in v):
+            raise bad(key, "a list of 3 numbers (one per colour channel)", v)
+    if min(meta["std"]) <= 0:
+        raise bad("std", "3 positive numbers", meta["std"])
+    dropout = meta.get("dropout", 0.0)
+    if not _is_number(dropout) or not 0 <= dropout < 1:
+        raise bad("dropout", "a number in [0, 1)", dropout)
+    trunk = meta["trunk"]
+    if not isinstance(trunk, dict):
+        raise bad("trunk", "an object (arch, blocks, width, remove_maxpool)", trunk)
+    if trunk.get("arch") not in ARCHS:
+        raise bad("trunk.arch", f"one of {', '.join(ARCHS)}", trunk.get("arch"))
+    blocks = trunk.get("blocks")
+    if (not isinstance(blocks, list) or len(blocks) != 4
+            or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 64 for b in blocks)):
+        raise bad("trunk.blocks", "4 whole numbers in [1, 64]", blocks)
+    width = trunk.get("width")
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 1024:
+        raise bad("trunk.width", "a whole number in [1, 1024]", width)
+    if not isinstance(trunk.get("remove_maxpool"), bool):
+        raise bad("trunk.remove_maxpool", "true or false", trunk.get("remove_maxpool"))
+    for key in ("framing", "regions", "calibration", "info"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise bad(key, "an object", meta[key])
+    return meta

@@ -69,10 +69,21 @@ class OnnxBackend:
         if unknown:
             raise FraferError(f"onnxruntime has no execution provider {unknown[0]} here (available: "
                               f"{', '.join(available)})")
+        path = Path(path)
+        if not path.is_file():
+            raise FraferError(f"ONNX file {path} does not exist (frafer export BUNDLE --onnx PATH writes one)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0 = onnxruntime's own choice
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.providers = self.session.get_providers()
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types for bad files; none is a bug of ours
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise FraferError(f"onnxruntime cannot load {path} ({first[:300]})") from None
+        names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
+        if "faces" not in names[0] or "logits" not in names[1]:
+            raise FraferError(f"{path} is not a frafer export: it needs an input 'faces' and an output 'logits', "
+                              f"it has inputs {names[0]} and outputs {names[1]}")
+        self.providers, self.path = self.session.get_providers(), path
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"faces": faces})[0]
@@ -85,6 +96,7 @@ class Predictor:
                  device: str | torch.device = "cpu", framing: str = "", cam_layer: str | None = None,
                  onnx_threads: int = 0, **detector_options) -> None:
         self.bundle = bundle
+        check_predictor_options(batch_size, max_pixels, device)
         if framing and framing not in FRAMINGS:
             raise FraferError(f"unknown framing '{framing}' (known: {', '.join(FRAMINGS)})")
         # the bundle's record of how its training faces were cut, unless told otherwise (a bundle saved before a
@@ -113,22 +125,29 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, name: str = "", device: str | torch.device = "cpu", **options) -> Predictor:
         """A built-in model shipped inside the package (`frafer models` lists them; empty = the default)."""
-        from frafer.pretrained import load_builtin, onnx_cache_path
+        from frafer.pretrained import load_builtin, onnx_path
 
+        check_device(device)
         bundle = load_builtin(name, device)
         if options.get("backend") == "onnx" and options.get("onnx_path") is None:
-            options["onnx_path"] = _exported(bundle, onnx_cache_path(name))
+            options["onnx_path"] = _exported(bundle, onnx_path(name))
         return cls(bundle, device=device, **options)
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str | torch.device = "cpu", **options) -> Predictor:
         """Load the bundle at `path`. With backend="onnx" and no onnx_path, the bundle's own `model.onnx` is used,
         exported (and checked against PyTorch) on first use."""
+        check_device(device)
         folder = find_bundle(path)
         bundle = load_bundle(folder, device)
         if options.get("backend") == "onnx" and options.get("onnx_path") is None:
             options["onnx_path"] = _exported(bundle, folder / ONNX_FILE)
         return cls(bundle, device=device, **options)
+
+    def identity(self) -> dict:
+        """Which model this is: where it was loaded from and a fingerprint of what shapes its predictions."""
+        return {"model": self.bundle.source or "<in memory>", "fingerprint": self.bundle.fingerprint,
+                "classes": list(self.classes), "backend": self.backend.name}
 
     def _region_model(self, trunk: str) -> RegionModel:
         regions = self.bundle.regions
@@ -226,3 +245,27 @@ def _exported(bundle: Bundle, path: Path) -> Path:
         report = export_onnx(bundle, path)
         print(f"exported {report['path']} (max |onnx - torch| {report['max_abs_diff']['logits']:.1e})")
     return path
+
+
+def check_predictor_options(batch_size: int, max_pixels: int, device) -> None:
+    """One named error for each option value that cannot work (no traceback later)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FraferError(f"--batch-size must be 1 or more, got {batch_size!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise FraferError(f"--max-pixels must be a positive number of pixels, got {max_pixels!r}")
+    check_device(device)
+
+
+def check_device(device) -> None:
+    """cpu, cuda or cuda:N, and CUDA present when asked for; else one named error."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise FraferError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise FraferError(f"--device must be cpu, cuda or cuda:N, got {str(device)!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FraferError(f"--device {device}: this machine has no CUDA device (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FraferError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
