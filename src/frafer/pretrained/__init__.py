@@ -16,6 +16,7 @@ from pathlib import Path
 from frafer.errors import FraferError
 
 DEFAULT_MODEL = "ferplus-r18w32-v1"
+INT8_FILE = "model.int8.onnx"  # optional: the classifier quantised to int8, what `--backend onnx` runs
 ROOT = Path(__file__).parent
 REINSTALL = "reinstall frafer (pip install --force-reinstall --no-deps frafer, or pip install -e . in a checkout)"
 
@@ -61,6 +62,9 @@ def check_builtin(folder: Path) -> dict:
     if expected != sha256_of(weights):
         raise FraferError(f"built-in model file {weights} is damaged (its SHA-256 differs from the one its "
                           f"bundle.json records); {REINSTALL}")
+    int8 = folder / INT8_FILE
+    if meta["card"].get("int8_sha256") and (not int8.is_file() or sha256_of(int8) != meta["card"]["int8_sha256"]):
+        raise FraferError(f"built-in model file {int8} is missing or damaged; {REINSTALL}")
     return meta
 
 
@@ -95,16 +99,23 @@ def write_builtin(bundle_path: str | Path, folder: Path, card: dict, half: bool 
                 bundle.info, bundle.framing, regions, bundle.calibration, half=half)
     meta = json.loads((folder / BUNDLE_FILE).read_text())
     meta["card"] = card | {"weights_sha256": sha256_of(folder / "weights.safetensors")}
+    if (folder / INT8_FILE).is_file():
+        meta["card"]["int8_sha256"] = sha256_of(folder / INT8_FILE)
     atomic_write_text(folder / BUNDLE_FILE, json.dumps(meta, indent=2))
     return folder
 
 
-def onnx_cache_path(name: str = "") -> Path:
-    """Where the ONNX export of a built-in model is kept: a user cache, since the package folder may be read-only."""
+def onnx_path(name: str = "") -> Path:
+    """The ONNX file `--backend onnx` runs for a built-in model: the int8 export it ships when it has one (checked
+    with the model), else an fp32 export kept in a user cache, since the package folder may be read-only."""
     import os
 
+    shipped = builtin_path(name) / INT8_FILE
+    if shipped.is_file():
+        return shipped
+
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "frafer" / (name or DEFAULT_MODEL) / "model.onnx"
+    return base / "frafer" / (name or DEFAULT_MODEL) / "model.onnx"  # exported on first use
 
 
 def summary_rows() -> list[dict]:
