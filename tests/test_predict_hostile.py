@@ -297,3 +297,33 @@ def test_a_newline_in_a_file_name_keeps_one_record_per_line(bundle, tmp_path):
     rows = (tmp_path / "o" / "faces.csv").read_text().splitlines()
     assert len(rows) == 3 and any("two\\x0alines.png" in r for r in rows)
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["files"] == 2
+
+
+# ----------------------------------------------------------------------------------------------- video
+
+
+def write_avi(path: Path, frames: int = 40) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_cut_videos_say_so(bundle, tmp_path):
+    (tmp_path / "in").mkdir()
+    whole = write_avi(tmp_path / "in" / "whole.avi")
+    data = whole.read_bytes()
+    (tmp_path / "in" / "stub.avi").write_bytes(data[:200])  # the header cut: nothing to open
+    (tmp_path / "in" / "half.avi").write_bytes(data[: len(data) // 2])  # half the frames gone
+    assert main(["predict", "--model", str(bundle), str(tmp_path / "in"), "--detector", "haar", "--out",
+                 str(tmp_path / "o"), "--no-annotate"]) == 1
+    records = map(json.loads, (tmp_path / "o" / "files.jsonl").read_text().splitlines())
+    files = {Path(r["file"]).name: r for r in records}
+    assert files["stub.avi"]["status"] == "corrupt"
+    assert files["whole.avi"]["status"] == "no face" and "could not be decoded" not in files["whole.avi"]["reason"]
+    half = files["half.avi"]
+    assert half["status"] == "no face" and "could not be decoded" in half["reason"], half
