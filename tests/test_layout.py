@@ -21,6 +21,7 @@ LAYERS = [
     ("methods and heads", ["frafer.methods"]),
     ("config", ["frafer.config"]),
     ("artifacts", ["frafer.artifacts"]),
+    ("built-in models", ["frafer.pretrained"]),
     ("eval", ["frafer.eval"]),
     ("inference", ["frafer.infer"]),
     ("engine", ["frafer.engine"]),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from frafer.errors import FraferError
 from frafer.files import atomic_write_text
 from frafer.infer.detect import LANDMARK_NAMES
 from frafer.infer.draw import annotate, face_panel, panel_grid
-from frafer.infer.inputs import BadInput, Source, list_inputs, read_image
+from frafer.infer.inputs import BadInput, Source, file_key, list_inputs, read_image
 from frafer.infer.predictor import FacePrediction, Predictor
 
 FAILED = ("not an image", "corrupt", "too large", "unreadable")
@@ -89,14 +88,6 @@ def csv_row(file: str, frame, t, record: dict) -> list:
              else [""] * 2 * len(LANDMARK_NAMES))
     return [file, "" if frame is None else frame, "" if t is None else round(t, 3), record["face"], *record["box"],
             *marks, record["score"], record["label"], record["confidence"], *record["probabilities"].values()]
-
-
-def file_key(path: str | Path) -> str:
-    """How a file is named in every output: its path as given, with bytes that are not valid UTF-8 (a name from
-    another system's encoding) and control characters (a newline in a name) shown as backslash escapes, so that
-    the name can always be written, and read back one line per record."""
-    text = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
-    return "".join(c if c >= " " and c != "\x7f" else f"\\x{ord(c):02x}" for c in text)  # no raw newline
 
 
 class Writers:

@@ -66,6 +66,14 @@ def _walk(folder: Path):
                 yield link
 
 
+def file_key(path: str | Path) -> str:
+    """How a file is named in every output: its path as given, with bytes that are not valid UTF-8 (a name from
+    another system's encoding) and control characters (a newline in a name) shown as backslash escapes, so that
+    the name can always be written, and read back one line per record."""
+    text = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    return "".join(c if c >= " " and c != "\x7f" else f"\\x{ord(c):02x}" for c in text)  # no raw newline
+
+
 def _kind(path: Path) -> str:
     suffix = path.suffix.lower()
     return "image" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else "other"

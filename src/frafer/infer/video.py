@@ -20,6 +20,7 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from frafer.infer.draw import annotate
+from frafer.infer.inputs import file_key
 from frafer.infer.predictor import FacePrediction, Predictor
 
 
@@ -61,8 +62,6 @@ class Tracker:
 
 def predict_video(predictor: Predictor, source, name: Path, out: Path, writers, summary, every: int = 1,
                   smooth: float = 0.0, write_video: bool = True) -> tuple[str, str]:
-    from frafer.infer.batch import file_key
-
     file = file_key(source.path)
     capture = cv2.VideoCapture(str(source.path))
     if not capture.isOpened():
