@@ -2,7 +2,8 @@
 
 Public entries: `frafer.pretrain(cfg)`, `frafer.finetune(cfg)`, `frafer.linear_probe(cfg)`,
 `frafer.load_config(path, overrides, cls)`, `frafer.load_bundle(path)`, `frafer.evaluate_bundle(...)`,
-`frafer.verify_checkpoint(...)`, `frafer.export_backbone(run)`.
+`frafer.verify_checkpoint(...)`, `frafer.export_backbone(run)`, `frafer.Predictor` (photos → labelled faces;
+`Predictor.from_pretrained()` for the built-in model).
 They are imported on first use, so `import frafer` stays light.
 """
 
@@ -17,6 +18,7 @@ _ENTRIES = {
     "evaluate_bundle": "frafer.eval.evaluate",
     "verify_checkpoint": "frafer.eval.verification",
     "export_backbone": "frafer.artifacts.export",
+    "Predictor": "frafer.infer.predictor",
 }
 
 

@@ -122,6 +122,27 @@ def _parser() -> argparse.ArgumentParser:
     mo.add_argument("name", nargs="?", default="", help="one built-in model (with --verbose: its whole card)")
     mo.add_argument("--verbose", "-v", action="store_true", help="print the model card's measured figures")
 
+    sv = sub.add_parser("serve", help="serve a model over HTTP with a web page (default: the built-in model on "
+                        "http://127.0.0.1:8000)")
+    sv.add_argument("model", nargs="?", default="", help="model bundle, fine-tuning run folder or built-in model name "
+                    "(default: the default built-in model)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
+    sv.add_argument("--token-file", help="file holding the bearer token clients must send (or set FRAFER_TOKEN)")
+    sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    sv.add_argument("--detector", default="mtcnn", choices=["mtcnn", "haar", "none"],
+                    help="default face finder of POST /v1/predict")
+    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (413 above)")
+    sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image, read from its header (413)")
+    sv.add_argument("--max-batch", type=int, default=16, help="requests classified together at most")
+    sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    sv.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond this get 503")
+    sv.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets 504")
+    sv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                    help="allow browser pages from ORIGIN to call the API (repeatable; CORS is off without it)")
+    sv.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads of torch per process")
+
     ca = sub.add_parser("calibrate", help="fit a bundle's softmax temperature on a validation split and store it")
     ca.add_argument("model", help="model bundle folder, or a fine-tuning run folder (its selected model/)")
     ca.add_argument("--data", help="dataset root (default: the one the model was trained on)")
@@ -339,6 +360,45 @@ def _models(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    import json
+
+    import uvicorn
+
+    from frafer.engine.machine import set_threads
+    from frafer.serve.app import ENV, ServeSettings, create_app
+
+    token = os.environ.get("FRAFER_TOKEN", "")
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as err:
+            raise FraferError(f"--token-file {args.token_file}: {err.strerror or err}") from None
+        if not token:
+            raise FraferError(f"--token-file {args.token_file} is empty")
+    if args.workers < 1 or not 0 < args.port < 65536 or args.threads < 0:
+        raise FraferError("--workers must be 1 or more, --port in 1..65535 and --threads 0 or more")
+    settings = ServeSettings(model=args.model, device=args.device, detector=args.detector, token=token,
+                             max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_pixels=args.max_pixels,
+                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             timeout_s=args.timeout, cors_origins=args.cors_origin).check()
+    set_threads(args.threads)
+    app = create_app(settings)  # loads the model here: a bad one fails before anything listens
+    if not token and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host} without a token: anyone who reaches it can use it "
+              f"(--token-file or FRAFER_TOKEN)", file=sys.stderr)
+    print(f"frafer serve: http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops it")
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    else:  # each worker process builds its own app from the same settings
+        from dataclasses import asdict
+
+        os.environ[ENV] = json.dumps(asdict(settings))
+        uvicorn.run("frafer.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level="warning")
+    return 0
+
+
 def _calibrate(args) -> int:
     from frafer.eval.evaluate import calibrate_bundle
 
@@ -417,7 +477,7 @@ COMMANDS = {
     "pretrain": _pretrain, "finetune": _downstream, "linear-probe": _downstream, "evaluate": _evaluate,
     "verify": _verify, "config": _config, "export-backbone": _export, "demo": _demo, "methods": _methods,
     "predict": _predict, "export": _export_onnx, "sweep": _sweep, "results": _results, "models": _models,
-    "calibrate": _calibrate,
+    "calibrate": _calibrate, "serve": _serve,
 }
 
 

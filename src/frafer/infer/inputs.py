@@ -8,6 +8,7 @@ One bad file never stops a batch; a decompression bomb is refused from its heade
 from __future__ import annotations
 
 import errno
+import io
 import os
 import warnings
 from contextlib import contextmanager
@@ -92,13 +93,17 @@ def _pillow_limit(max_pixels: int):
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """(H, W, 3) uint8 RGB as displayed (EXIF orientation applied); raises BadInput with its status."""
-    path = Path(path)
+def read_image(path: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 RGB as displayed (EXIF orientation applied); raises BadInput with its status.
+
+    `path` may also be the file's bytes (an upload): the same checks and statuses apply.
+    """
+    data = path if isinstance(path, bytes) else None
+    path = Path("<upload>") if data is not None else Path(path)
     try:
         with warnings.catch_warnings(), _pillow_limit(max_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data) if data is not None else path) as image:
                 if image.width * image.height > max_pixels:
                     raise BadInput("too large", f"{image.width}x{image.height} pixels is over the limit of "
                                                 f"{max_pixels:,} (--max-pixels)")
@@ -114,7 +119,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         what = "a link that leads nowhere" if path.is_symlink() else type(err).__name__
         raise BadInput("unreadable", f"{what}: {err.strerror or err}") from None
     except Image.UnidentifiedImageError:
-        reason = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image Pillow can read"
+        empty = len(data) == 0 if data is not None else path.stat().st_size == 0
+        reason = "empty file (0 bytes)" if empty else "not an image Pillow can read"
         raise BadInput("not an image", reason) from None
     except Image.DecompressionBombError as err:
         raise BadInput("too large", str(err)) from None

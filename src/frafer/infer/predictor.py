@@ -121,6 +121,7 @@ class Predictor:
         self.regions = self._region_model(heatmap_trunk) if heatmaps and bundle.regions is not None else None
         self.heatmap_trunk = heatmap_trunk if self.regions is not None else None
         self.cam = ClassActivationMaps(bundle.model, bundle.input_size, cam_layer) if heatmaps else None
+        self._explainers = None  # (Grad-CAM, region model) made on the first explain()
 
     @classmethod
     def from_pretrained(cls, name: str = "", device: str | torch.device = "cpu", **options) -> Predictor:
@@ -180,6 +181,32 @@ class Predictor:
         n = len(self.classes)
         return (np.concatenate(probs) if probs else np.zeros((0, n), np.float32),
                 np.concatenate(maps) if maps else None)
+
+    def explain(self, faces: list[FacePrediction]) -> list[FacePrediction]:
+        """Fill in each face's Grad-CAM (and FRA region maps when the bundle has them) after the fact, for faces of
+        a predictor made without heatmaps=True but with keep_crops=True: the service explains only on request."""
+        if not faces:
+            return faces
+        if any(f.crop is None for f in faces):
+            raise FraferError("explain needs the faces' crops: make the predictor with keep_crops=True")
+        if self._explainers is None:
+            regions = self._region_model("pretrained") if self.bundle.regions is not None else None
+            self._explainers = (self.cam or ClassActivationMaps(self.bundle.model, self.bundle.input_size),
+                                self.regions or regions)
+        cam, regions = self._explainers
+        crops = np.stack([f.crop for f in faces])
+        targets = np.array([self.classes.index(f.label) for f in faces])
+        for start in range(0, len(faces), self.batch_size):
+            x = torch.from_numpy(self.normalise(crops[start:start + self.batch_size])).to(self.device)
+            cams = cam(x, targets[start:start + self.batch_size])
+            maps = None
+            if regions is not None:
+                with torch.no_grad():
+                    maps = regions(x).float().cpu().numpy()
+            for k, face in enumerate(faces[start:start + self.batch_size]):
+                face.cam = cams[k]
+                face.heatmaps = None if maps is None else maps[k]
+        return faces
 
     def class_maps(self, crops: np.ndarray, targets) -> np.ndarray:
         """(B, S, S, 3) uint8 crops and (B,) class indices → (B, h, w) Grad-CAM maps in [0, 1]."""
