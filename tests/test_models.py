@@ -150,3 +150,25 @@ def test_byol_builds_no_local_branch(tiny_cfg):
     assert model.local_predictor is None and not hasattr(model.online, "decoder")
     out = model(torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32))
     assert set(out) == {"pred_global", "target_global"}
+
+
+def test_training_and_inference_compute_the_same_region_maps():
+    """One function makes the heatmaps: the region model kept for predict reproduces, on the same weights, the maps
+    the training network makes in eval mode (less the epsilon that training adds before pooling)."""
+    from frafer.models.fra_networks import Network
+    from frafer.models.region_model import RegionModel
+
+    torch.manual_seed(0)
+    cfg = tiny_model_config()
+    net = Network(cfg, local=True)
+    net.train()
+    net(torch.randn(4, 3, 32, 32))  # one training batch stores the mask prototypes
+    net.eval()
+    regions = RegionModel(net.trunk, net.dense_projector, None, net.mask_prototypes.clone(),
+                          cfg.heatmap_temperature).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        trained = net.region_maps(net.trunk(x)).heatmaps - cfg.heatmap_eps
+        drawn = regions(x)
+    assert torch.allclose(drawn, trained, atol=1e-6)
+    assert torch.allclose(drawn.sum(1), torch.ones(3, *drawn.shape[2:]), atol=1e-5)

@@ -16,6 +16,7 @@ from torch import nn
 from frafer.collectives import all_reduce_sum, global_count
 from frafer.models.backbones import build_trunk
 from frafer.models.fra_heads import MLP, QueryDecoder
+from frafer.models.region_model import region_heatmaps
 
 
 @dataclass
@@ -86,9 +87,7 @@ class Network(nn.Module):
         masks = F.normalize(self.mask_embeddings(features).float(), dim=-1)  # (B, N, D)
         dense = self.dense_projector(features.permute(0, 2, 3, 1))  # (B, h, w, D), BN over B·h·w
         dense = F.normalize(dense.float(), dim=-1)
-        scores = torch.einsum("bnd,bhwd->bnhw", masks, dense)
-        heatmaps = torch.softmax(scores / self.temperature, dim=1) + self.eps
-        return RegionMaps(scores, heatmaps)
+        return RegionMaps(*region_heatmaps(masks, dense, self.temperature, self.eps))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.trunk(x)  # (B, C, h, w)
