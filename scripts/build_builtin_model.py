@@ -114,7 +114,7 @@ def model_card(name: str, bundle, card: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path, help="the fine-tuning run folder (configs/ferplus/builtin.yaml)")
+    ap.add_argument("run", type=Path, help="the fine-tuning run folder (configs/ferplus/finetune_builtin.yaml)")
     ap.add_argument("--data", required=True, help="FERPlus root")
     ap.add_argument("--name", default=DEFAULT_MODEL)
     ap.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
@@ -136,8 +136,8 @@ def main() -> None:
         "terms": "FER2013 images: research use only (Kaggle / ICML 2013 challenge); FERPlus labels: MIT licence. "
                  "The weights are learnt from them: use them under the same terms",
         "licence": "research use (FER2013), labels MIT",
-        "recipe": "configs/ferplus/builtin.yaml",
-        "command": "frafer finetune --config configs/ferplus/builtin.yaml data.root=<FERPlus root>; then "
+        "recipe": "configs/ferplus/finetune_builtin.yaml",
+        "command": "frafer finetune --config configs/ferplus/finetune_builtin.yaml data.root=<FERPlus root>; then "
                    "python scripts/build_builtin_model.py <run> --data <FERPlus root>",
         "trained_at_commit": run_record.get("git_commit", "?")[:7],
         "commit": commit,

@@ -254,3 +254,22 @@ def test_plots_of_a_points_list_name_only_the_keys_that_vary(tmp_path):
     with Image.open(chart) as image:
         assert image.height == round((0.9 + 0.38 * 3) * 110)  # its height grows per bar: three settings, not nine
     assert plot_metric_by_setting(rows, axes, ["missing"], tmp_path) == []
+
+
+def test_sweeps_share_stage_blocks_through_a_base_fragment(tmp_path):
+    """`base: _fragment.yaml` merges stage by stage, as recipes do: a sweep restates only what it changes."""
+    for name in ("pre.yaml", "ft.yaml"):
+        (tmp_path / name).write_text("train: {epochs: 1}\n")
+    (tmp_path / "_shared.yaml").write_text(yaml.safe_dump({"stages": {
+        "pretrain": {"command": "pretrain", "config": "pre.yaml", "overrides": ["train.steps=4"]},
+        "probe": {"command": "linear-probe", "config": "ft.yaml", "init": "pretrain", "overrides": []}}}))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "base": "_shared.yaml", "name": "shared", "stages": {"pretrain": {"overrides": ["train.steps=8"]}},
+        "grid": {"seed": [0, 1]}}))
+    sweep = load_sweep(tmp_path / "s.yaml", check_configs=False)
+    assert [s.name for s in sweep.stages] == ["pretrain", "probe"] and len(sweep.points) == 2
+    assert sweep.tree["stages"]["pretrain"] == {"command": "pretrain", "config": str(tmp_path / "pre.yaml"),
+                                                "overrides": ["train.steps=8"]}
+    (tmp_path / "_shared.yaml").write_text("base: s.yaml\n")
+    with pytest.raises(FraferError, match="leads back to itself"):
+        load_sweep(tmp_path / "s.yaml", check_configs=False)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from frafer.config import FinetuneConfig, PretrainConfig, load_config
+from frafer.config import FinetuneConfig, PretrainConfig, load_config, read_yaml
 from frafer.errors import FraferError
 
 COMMANDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "linear-probe": FinetuneConfig}
@@ -137,12 +137,7 @@ def load_sweep(path: str | Path, check_configs: bool = True) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise FraferError(f"sweep file {path} does not exist")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise FraferError(f"sweep file {path} is not valid YAML: {err}") from err
-    if not isinstance(tree, dict):
-        raise FraferError(f"sweep file {path} must be a mapping")
+    tree = read_yaml(path)  # the recipes' own reader: `base: _fragment.yaml` shares stage blocks between sweeps
     unknown = sorted(set(tree) - TOP_KEYS)
     if unknown:
         raise FraferError(f"sweep file {path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(TOP_KEYS))})")
