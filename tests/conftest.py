@@ -23,3 +23,24 @@ def tiny_model_config(**changes) -> ModelConfig:
 @pytest.fixture
 def tiny_cfg() -> ModelConfig:
     return tiny_model_config()
+
+
+@pytest.fixture
+def fail_on_call(monkeypatch):
+    """fail_on_call(module, name, n, error): the n-th call of module.name raises `error` (the calls before it run
+    as usual); returns a function that restores the original. For crashes at a chosen point of a batch."""
+
+    def patch(module, name: str, n: int, error: BaseException):
+        real = getattr(module, name)
+        calls = []
+
+        def failing(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise error
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, failing)
+        return lambda: monkeypatch.setattr(module, name, real)
+
+    return patch

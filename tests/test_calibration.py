@@ -82,7 +82,7 @@ def test_a_bundle_stores_its_temperature_and_refuses_a_bad_one(tmp_path):
             load_bundle(folder)
     meta["calibration"] = [1.0]
     (folder / "bundle.json").write_text(json.dumps(meta))
-    with pytest.raises(FraferError, match="calibration must be an object"):
+    with pytest.raises(FraferError, match="field 'calibration' must be an object"):
         load_bundle(folder)
 
 

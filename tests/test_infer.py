@@ -331,25 +331,17 @@ def test_python_api_and_cli_agree(model, detectable, tmp_path):
     assert [f.label for f in from_bgr] == [f.label for f in api[0]]
 
 
-def test_an_interrupted_run_resumes_after_its_last_finished_file(model, detectable, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_after_its_last_finished_file(model, detectable, tmp_path, fail_on_call):
     photos = tmp_path / "photos"
     photos.mkdir()
     for seed in range(3):
         Image.fromarray(group_picture(detectable, seed, ["happy"])[0]).save(photos / f"{seed}.png")
-    real = batch_module.write_pictures
-    calls = []
-
-    def stop_inside_the_third(*args, **kwargs):  # after its line was written: the resume must drop it
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(batch_module, "write_pictures", stop_inside_the_third)
+    # stop inside the third file, after its line was written: the resume must drop it
+    restore = fail_on_call(batch_module, "write_pictures", 3, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         run_predict(Predictor.from_bundle(model), [str(photos)], tmp_path / "out", chunk_files=2)
     assert len((tmp_path / "out" / "done.txt").read_text().splitlines()) == 2
-    monkeypatch.setattr(batch_module, "write_pictures", real)
+    restore()
     summary = run_predict(Predictor.from_bundle(model), [str(photos)], tmp_path / "out", resume=True)
     assert summary.files == 3  # the summary describes the whole folder, not only the resumed part
     files = [json.loads(x)["file"] for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]

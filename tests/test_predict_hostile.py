@@ -102,23 +102,14 @@ def test_out_that_is_a_file_or_cannot_be_written(bundle, tmp_path, capsys):
         locked.chmod(0o700)
 
 
-def test_a_write_error_part_way_stops_with_one_line_and_keeps_what_was_done(bundle, tmp_path, capsys, monkeypatch):
+def test_a_write_error_part_way_stops_with_one_line_and_keeps_what_was_done(bundle, tmp_path, capsys, fail_on_call):
     images = faces(tmp_path / "in", [f"{k}.png" for k in range(4)])
-    real = batch_module.write_pictures
-    calls = []
-
-    def disk_full(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise OSError(28, "No space left on device")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(batch_module, "write_pictures", disk_full)
+    restore = fail_on_call(batch_module, "write_pictures", 3, OSError(28, "No space left on device"))
     assert predict(bundle, tmp_path / "in", "--out", tmp_path / "o") == 2
     assert "No space left" in one_line_error(capsys)
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["files"] == 2
-    monkeypatch.setattr(batch_module, "write_pictures", real)
+    restore()
     assert predict(bundle, tmp_path / "in", "--out", tmp_path / "o", "--resume") == 0
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["files"] == len(images)
 
@@ -175,23 +166,14 @@ def lines_of(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
 
 
-def test_summary_and_exit_code_describe_the_whole_folder_across_resumes(bundle, tmp_path, monkeypatch):
+def test_summary_and_exit_code_describe_the_whole_folder_across_resumes(bundle, tmp_path, fail_on_call):
     folder = tmp_path / "in"
     faces(folder, ["a.png", "b.png", "d.png"])
     (folder / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # a failing file, listed before the crash
-    real = batch_module.write_pictures
-    calls = []
-
-    def crash_on_the_third_picture(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(batch_module, "write_pictures", crash_on_the_third_picture)
+    restore = fail_on_call(batch_module, "write_pictures", 3, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         run_predict(Predictor.from_bundle(bundle, detector="none"), [str(folder)], tmp_path / "o", chunk_files=1)
-    monkeypatch.setattr(batch_module, "write_pictures", real)
+    restore()
     assert predict(bundle, folder, "--out", tmp_path / "o", "--resume") == 1  # c.png failed, before the resume
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["files"] == 4 and summary["failed"] == 1 and summary["statuses"] == {"ok": 3, "not an image": 1}
