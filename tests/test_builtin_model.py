@@ -223,3 +223,23 @@ def test_int8_export_is_checked_by_top1_agreement_and_shipped_with_a_checksum(re
     (registry / pretrained.INT8_FILE).write_bytes(b"damaged")
     with pytest.raises(FraferError, match="missing or damaged"):
         Predictor.from_pretrained(detector="none", backend="onnx")
+
+
+# ----------------------------------------------------------------------------------------------- the shipped model
+
+
+def test_the_shipped_model_is_whole_and_labels_the_astronaut_happy(tmp_path, capsys):
+    """The real built-in model, as a user meets it: `frafer predict photo.png` with no bundle."""
+    from PIL import Image
+
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image is a test dependency")
+    assert pretrained.DEFAULT_MODEL in pretrained.builtin_names()
+    folder = pretrained.builtin_path()  # checks every file against the checksums in its card
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size <= 12_000_000
+    Image.fromarray(skimage_data.astronaut()).save(tmp_path / "astronaut.png")
+    assert main(["predict", str(tmp_path / "astronaut.png"), "--out", str(tmp_path / "o"), "--heatmaps"]) == 0
+    line = json.loads((tmp_path / "o" / "predictions.jsonl").read_text())
+    assert len(line["faces"]) == 1 and line["faces"][0]["label"] == "happy"
+    assert (tmp_path / "o" / "heatmaps" / "astronaut_face0.png").is_file()
+    assert main(["models"]) == 0 and pretrained.DEFAULT_MODEL in capsys.readouterr().out
