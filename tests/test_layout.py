@@ -1,4 +1,4 @@
-"""The package's shape: layers that import only downward, no import circles, the README's layout matching the tree.
+"""The package's shape: layers that import only downward, no import circles, docs/architecture.md matching the tree.
 
 Every `import` / `from … import` in frafer's source counts, inside functions too (a lazy import is a dependency all
 the same); only `if TYPE_CHECKING:` blocks are left out, as they never run.
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "frafer"
-README = Path(__file__).resolve().parents[1] / "README.md"
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
 # Lowest first: a module may import its own layer and the layers before it, never one after it.
 LAYERS = [
@@ -24,6 +24,7 @@ LAYERS = [
     ("built-in models", ["frafer.pretrained"]),
     ("eval", ["frafer.eval"]),
     ("inference", ["frafer.infer"]),
+    ("service", ["frafer.serve"]),
     ("engine", ["frafer.engine"]),
     ("train", ["frafer.train"]),
     ("demo", ["frafer.demo"]),
@@ -125,21 +126,21 @@ def test_no_two_modules_share_a_file_name():
     assert not {k: v for k, v in stems.items() if len(v) > 1}
 
 
-def _readme_layout() -> set[str]:
-    text = README.read_text()
-    block = re.search(r"## Layout\n.*?```\n(.*?)```", text, re.S)
-    assert block, "README has no ## Layout code block"
+def _documented_layout() -> set[str]:
+    text = ARCHITECTURE.read_text()
+    block = re.search(r"```\n(src/frafer/.*?)```", text, re.S)
+    assert block, "docs/architecture.md has no layout code block"
     return {m.group(1) for m in re.finditer(r"^\s{2,}([\w/]+(?:\.py)?/?)\s", block.group(1), re.M)}
 
 
 @pytest.mark.parametrize("kind", ["packages", "modules"])
-def test_readme_layout_names_every_package_and_top_level_module(kind):
-    listed = _readme_layout()
+def test_documented_layout_names_every_package_and_top_level_module(kind):
+    listed = _documented_layout()
     if kind == "packages":
         actual = {f"{p.relative_to(SRC)}/" for p in SRC.iterdir() if (p / "__init__.py").is_file()}
     else:
         actual = {p.name for p in SRC.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
-    assert actual <= listed, f"missing from README's Layout: {sorted(actual - listed)}"
+    assert actual <= listed, f"missing from docs/architecture.md's layout: {sorted(actual - listed)}"
     stale = {x for x in listed if x.endswith((".py", "/")) and x.count("/") <= 1} - actual
     stale = {x for x in stale if (x.endswith("/") and kind == "packages") or (x.endswith(".py") and kind == "modules")}
-    assert not stale, f"README's Layout lists what is not there: {sorted(stale)}"
+    assert not stale, f"docs/architecture.md's layout lists what is not there: {sorted(stale)}"
