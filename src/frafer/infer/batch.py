@@ -386,6 +386,5 @@ def _predict_images(predictor: Predictor, sources: list[Source], names: list[Pat
         status = "ok" if faces else "no face"
         writers.write(file, status, faces)
         write_pictures(out, names[i], rgb, faces, predictor.classes, annotated,
-                       heatmaps and predictor.cam is not None, predictor.heatmap_trunk,
-                       predictor.cam.layer if predictor.cam is not None else "")
+                       heatmaps and predictor.cam is not None, predictor.heatmap_trunk, predictor.cam_layer)
         finish(source, status, "", len(faces), Counter(f.label for f in faces))

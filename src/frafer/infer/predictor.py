@@ -208,6 +208,12 @@ class Predictor:
                 face.heatmaps = None if maps is None else maps[k]
         return faces
 
+    @property
+    def cam_layer(self) -> str:
+        """The trunk stage of the Grad-CAM maps this predictor has drawn ('' before any)."""
+        cam = self.cam or (self._explainers[0] if self._explainers else None)
+        return cam.layer if cam is not None else ""
+
     def class_maps(self, crops: np.ndarray, targets) -> np.ndarray:
         """(B, S, S, 3) uint8 crops and (B,) class indices → (B, h, w) Grad-CAM maps in [0, 1]."""
         if self.cam is None:

@@ -283,9 +283,8 @@ def _record(face, predictor: Predictor, top_k: int, heatmaps: bool) -> dict:
         record["probabilities"] = dict(best)
     if heatmaps:
         trunk = "pretrained" if face.heatmaps is not None else None
-        layer = predictor._explainers[0].layer if predictor._explainers else ""
         buffer = io.BytesIO()
-        face_panel(face, layer, trunk).save(buffer, format="PNG")
+        face_panel(face, predictor.cam_layer, trunk).save(buffer, format="PNG")
         record["panel"] = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     return record
 
