@@ -241,6 +241,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPIOffline:
     async def metrics():
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    def _busy() -> JSONResponse:
+        return _error(503, "busy", f"the queue is full ({settings.max_queue} requests waiting); retry shortly")
+
     @app.post("/v1/predict")
     async def predict(request: Request, detector: str = "", heatmaps: bool = False, annotate: bool = False,
                       top_k: int = 0):
@@ -250,6 +253,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPIOffline:
         classes = len(default.classes)
         if not 0 <= top_k <= classes:
             return _error(422, "invalid request", f"top_k must be in [0, {classes}] (0 = every class)")
+        if batcher.full():  # refuse before reading or decoding anything: a full queue must stay cheap to answer
+            return _busy()
         name, data = await _upload(request)
         if not data:
             return _error(422, "invalid request", "send an image: multipart field 'image', or the raw body")
@@ -261,7 +266,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPIOffline:
         try:
             faces = await asyncio.wait_for(batcher.submit(job), settings.timeout_s)
         except Busy:
-            return _error(503, "busy", f"the queue is full ({settings.max_queue} requests waiting); retry shortly")
+            return _busy()
         except TimeoutError:
             return _error(504, "timeout", f"no answer within {settings.timeout_s:g} s")
         faces_seen.inc(len(faces))

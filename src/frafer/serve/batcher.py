@@ -42,6 +42,10 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=True, cancel_futures=True)
 
+    def full(self) -> bool:
+        """No room in the queue now: callers can refuse before doing any work for the request."""
+        return self.queue is not None and self.queue.full()
+
     def pending(self) -> int:
         return 0 if self.queue is None else self.queue.qsize()
 
