@@ -275,7 +275,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPIOffline:
             draw_boxes(rgb, faces, default.classes).save(buffer, format="PNG")
             return Response(buffer.getvalue(), media_type="image/png")
         line = {"file": name, "frame": None, "time": None, "status": "ok" if faces else "no face", "reason": "",
-                "faces": [_record(f, default, top_k, heatmaps) for f in faces]}
+                "faces": [_record(f, predictor_for(detector), top_k, heatmaps) for f in faces]}
         return line
 
     return app
