@@ -50,7 +50,6 @@ class Bundle:
     temperature: float = 1.0  # logits are divided by it before the softmax (eval/calibration.py); 1 = uncalibrated
     calibration: dict | None = None  # how the temperature was fitted: split, ECE and NLL before / after
     source: str = ""  # the folder it was loaded from
-    fingerprint: str = ""  # SHA-256 of the weights and of the fields that shape predictions (see _fingerprint)
 
     def transform(self):
         """The eval transform the model expects (PIL RGB image → normalised tensor)."""
@@ -146,11 +145,14 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     spec = meta.get("regions")
     regions = load_regions(folder, spec).to(device) if spec else None
     return Bundle(model.to(device).eval(), classes, size, mean, std, layout, meta.get("info", {}), framing, regions,
-                  spec, temperature, calibration, str(folder), _fingerprint(folder, meta))
+                  spec, temperature, calibration, str(folder))
 
 
-def _fingerprint(folder: Path, meta: dict) -> str:
-    """SHA-256 of the weights and of everything in bundle.json that changes a prediction (not the provenance)."""
+def fingerprint(folder: str | Path) -> str:
+    """SHA-256 of a bundle's weights and of everything in bundle.json that changes a prediction (not the
+    provenance): what tells two models apart when a predict folder is resumed. Read on demand, not on every load."""
+    folder = Path(folder)
+    meta = read_record(folder)
     digest = hashlib.sha256((folder / WEIGHTS).read_bytes())
     shaping = {k: meta.get(k) for k in ("network", "classes", "input_size", "mean", "std", "trunk", "framing",
                                         "calibration")}

@@ -34,7 +34,11 @@ def evaluate_samples(
     num_workers: int = 0, desc: str = "",
 ) -> dict:
     """classification_report of the model's argmax on the samples, plus the count of unreadable images."""
-    logits, labels, unreadable = predict_logits(model, samples, transform, device, batch_size, num_workers, desc)
+    return report_of(*predict_logits(model, samples, transform, device, batch_size, num_workers, desc), classes)
+
+
+def report_of(logits: torch.Tensor, labels: np.ndarray, unreadable: int, classes) -> dict:
+    """classification_report of the argmax of `logits`, plus the count of unreadable images."""
     report = classification_report(labels, logits.argmax(1).numpy(), list(classes))
     report["unreadable"] = unreadable
     return report
@@ -93,8 +97,7 @@ def evaluate_bundle(
     samples, name, notes, data_format = bundle_split(bundle, data_format, root, split, options)
     logits, labels, unreadable = predict_logits(bundle.model, samples, bundle.transform(), torch.device(device),
                                                 batch_size, num_workers, desc=f"evaluating {split}")
-    report = classification_report(labels, logits.argmax(1).numpy(), list(bundle.classes))
-    report["unreadable"] = unreadable
+    report = report_of(logits, labels, unreadable, bundle.classes)
     report["calibration"] = calibration_summary(logits.numpy(), labels, bundle.temperature)
     report["dataset"], report["split"], report["notes"] = name, split, notes
     out = Path(out_dir) if out_dir else find_bundle(bundle_path) / f"eval-{data_format}-{split}"

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import resize
 
-from frafer.artifacts.bundle import Bundle, find_bundle, load_bundle
+from frafer.artifacts.bundle import Bundle, find_bundle, fingerprint, load_bundle
 from frafer.data.framing import FRAMINGS, crop_face
 from frafer.errors import FraferError
 from frafer.infer.cam import ClassActivationMaps
@@ -147,7 +147,8 @@ class Predictor:
 
     def identity(self) -> dict:
         """Which model this is: where it was loaded from and a fingerprint of what shapes its predictions."""
-        return {"model": self.bundle.source or "<in memory>", "fingerprint": self.bundle.fingerprint,
+        source = self.bundle.source
+        return {"model": source or "<in memory>", "fingerprint": fingerprint(source) if source else "",
                 "classes": list(self.classes), "backend": self.backend.name}
 
     def _region_model(self, trunk: str) -> RegionModel:
