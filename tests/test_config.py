@@ -130,6 +130,15 @@ def test_every_recipe_loads(recipe, monkeypatch):
         assert cfg.method in ("fra", "byol", "moco_v2")
 
 
+def test_label_smoothing_is_refused_where_there_is_no_single_target():
+    from frafer.config import FinetuneConfig
+
+    base = ["data.root=/d", "data.format=ferplus", "optim.label_smoothing=0.1"]
+    assert load_config(None, [*base, "data.crowd_mode=crossentropy"], FinetuneConfig).optim.label_smoothing == 0.1
+    with pytest.raises(FraferError, match="'optim.label_smoothing': crowd_mode=multilabel"):
+        load_config(None, [*base, "data.crowd_mode=multilabel"], FinetuneConfig)
+
+
 def test_a_recipe_starts_from_its_base_section_by_section(tmp_path):
     from frafer.config import FinetuneConfig
 

@@ -90,6 +90,19 @@ def test_crowd_loss_dispatches_each_mode_by_hand():
     assert crowd_loss(logits, drawn, "probability").item() == pytest.approx(LN2, abs=1e-6)
 
 
+def test_crowd_label_smoothing_by_hand():
+    logits, eps = quarter_half_quarter(), 0.3
+    # crossentropy: the votes [0.4, 0, 0.6] smoothed to [0.38, 0.1, 0.52] → (0.38·2 + 0.1 + 0.52·2)·ln2 = 1.9·ln2
+    votes = torch.tensor([[0.4, 0.0, 0.6]])
+    assert crowd_loss(logits, votes, "crossentropy", eps).item() == pytest.approx(1.9 * LN2, abs=1e-6)
+    # majority (class 2): 0.7·ln4 + 0.1·(ln4 + ln2 + ln4) = 1.9·ln2; probability (drawn class 1): 1.2·ln2
+    assert crowd_loss(logits, votes, "majority", eps).item() == pytest.approx(1.9 * LN2, abs=1e-6)
+    drawn = torch.tensor([[0.0, 1.0, 0.0]])
+    assert crowd_loss(logits, drawn, "probability", eps).item() == pytest.approx(1.2 * LN2, abs=1e-6)
+    with pytest.raises(ValueError, match="no target to smooth"):
+        crowd_loss(logits, votes, "multilabel", eps)
+
+
 def test_crowd_loss_rejects_bad_modes_and_undrawn_probability_targets():
     logits = quarter_half_quarter()
     with pytest.raises(ValueError, match="unknown crowd-label mode"):

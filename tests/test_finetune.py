@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from frafer.artifacts.bundle import load_bundle
-from frafer.artifacts.checkpoint import latest_checkpoint, load_weights, save_weights
+from frafer.artifacts.checkpoint import latest_checkpoint, load_state, load_weights, save_weights
 from frafer.artifacts.export import export_backbone
 from frafer.artifacts.trunk_init import TrunkLayout, load_trunk, rescale_to_init_norms
 from frafer.cli import main
@@ -323,6 +323,29 @@ def test_ctrl_c_while_validating_is_validated_on_resume(data, ft_run, tmp_path, 
     straight = [(x["epoch"], x["val_top1"]) for x in metrics_lines(ft_run[0]) if x["kind"] == "val"]
     assert vals == straight and [e for e, _ in vals] == [1, 2]
     assert resumed.results["best_val"] == ft_run[1].results["best_val"]
+
+
+def test_the_weights_moving_average_is_what_ships_and_resumes_exactly(data, tmp_path, quick_figures):
+    ema = ["train.epochs=2", "optim.weight_ema=0.5", "train.select=last"]
+    straight = finetune(cfg_for(data, *ema), tmp_path / "straight")
+    ckpt = latest_checkpoint(tmp_path / "straight")
+    raw = load_weights(ckpt / "weights.safetensors")
+    average = {k.removeprefix("module."): v for k, v in load_state(ckpt / "state.pt")["ema"].items()
+               if k.startswith("module.")}
+    shipped = load_bundle(tmp_path / "straight" / "model").model.state_dict()
+    assert set(average) == set(shipped) == set(raw)
+    assert all(torch.equal(shipped[k], average[k].to(shipped[k].dtype)) for k in shipped)
+    assert not torch.equal(shipped["head.weight"], raw["head.weight"])  # the average, not the last step's weights
+    # an interrupted run resumes its average exactly
+    finetune(cfg_for(data, *ema, "train.max_steps=3"), tmp_path / "run")
+    resumed = finetune(cfg_for(data, *ema), tmp_path / "run", resume=True)
+    assert resumed.step == straight.step == 8
+    again = load_state(latest_checkpoint(tmp_path / "run") / "state.pt")["ema"]
+    assert all(torch.equal(again["module." + k], average[k]) for k in average)
+    # a run started without the average cannot silently grow one on resume
+    finetune(cfg_for(data, "train.epochs=2", "train.max_steps=3"), tmp_path / "plain")
+    with pytest.raises(FraferError, match="without a moving average"):
+        finetune(cfg_for(data, *ema), tmp_path / "plain", resume=True)
 
 
 def test_resume_refuses_another_batch_size(data, ft_run, tmp_path, quick_figures):

@@ -295,6 +295,9 @@ class FinetuneOptimConfig:
     min_lr: float = _f(1e-6, "learning rate at the end of the cosine", lo=0)
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy", lo=0, hi=1)
     grad_clip: float = _f(0.0, "clip the global gradient norm to this value (0 = off)", lo=0)
+    weight_ema: float = _f(0.0, "decay of an exponential moving average of the classifier's weights and BN "
+                           "statistics, updated every step; validation, selection and the bundle use the average "
+                           "(0 = off; 0.999 averages about the last 1000 steps)", lo=0, hi=0.99999)
     layer_decay: float = _f(1.0, "layer-wise LR decay: layer4 trains at lr, layer3 at lr*d, ..., the stem at lr*d^4 "
                             "(1 = off)", lo=0, lo_open=True, hi=1)
     fused: bool = _f(True, "AdamW as one fused kernel over all parameters (CPU and CUDA; 1.5x faster than torch's "
@@ -521,6 +524,9 @@ def _validate_finetune(cfg: FinetuneConfig) -> None:
             f"config key 'data.crowd_mode': {cfg.data.crowd_mode} needs annotator votes, which only the ferplus and "
             f"synthetic formats carry (data.format={cfg.data.format})"
         )
+    if cfg.data.crowd_mode == "multilabel" and cfg.optim.label_smoothing:
+        raise FraferError("config key 'optim.label_smoothing': crowd_mode=multilabel accepts any of several classes "
+                          "and has no single target to smooth; set it to 0")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

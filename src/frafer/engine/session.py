@@ -80,19 +80,23 @@ def wrap_ddp(model: torch.nn.Module, ctx: distributed.Context, broadcast_buffers
 
 
 def save_state(run_dir: Path, step: int, model, optimizer, scaler, ctx: distributed.Context, meta: dict,
-               keep: int) -> None:
-    """Checkpoint `step` (weights, optimiser, grad scaler, RNG; `meta` beside them) from the main process."""
+               keep: int, ema: torch.nn.Module | None = None) -> None:
+    """Checkpoint `step` (weights, optimiser, grad scaler, RNG, the weights' moving average if kept; `meta` beside
+    them) from the main process."""
     if ctx.is_main:
         state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
                  "rng": common.rng_state(ctx.device)}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         save_checkpoint(run_dir / "checkpoints", step, model.state_dict(), state, {"step": step, **meta}, keep)
     distributed.barrier()
 
 
 def restore_state(ckpt: Path, model, optimizer, scaler, device: torch.device, budget,
                   check: Callable[[dict], None] = lambda meta: None,
-                  may_lack: tuple[str, ...] = ()) -> tuple[int, dict]:
-    """Load checkpoint `ckpt` into model, optimiser, grad scaler and RNG; returns (its step, its meta).
+                  may_lack: tuple[str, ...] = (), ema: torch.nn.Module | None = None) -> tuple[int, dict]:
+    """Load checkpoint `ckpt` into model, optimiser, grad scaler, RNG (and `ema`, the weights' moving average, which
+    the checkpoint must then hold); returns (its step, its meta).
 
     The checkpoint must have been planned with the same run length (`budget`) and pass `check(meta)` (a loop's
     own conditions: layout, method); its weights must fit the model exactly, except that buffers whose names end
@@ -113,6 +117,11 @@ def restore_state(ckpt: Path, model, optimizer, scaler, device: torch.device, bu
         raise FraferError(f"checkpoint {ckpt} does not match the configured model "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     state = load_state(ckpt / "state.pt")
+    if ema is not None:
+        if "ema" not in state:
+            raise FraferError(f"checkpoint {ckpt} was saved without a moving average of the weights: resume it with "
+                              "the moving average off, as it was started")
+        ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     common.set_rng_state(state["rng"], device)

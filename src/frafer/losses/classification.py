@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from frafer.data.crowd import CROWD_MODES
-
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy of logits (B, C) against class ids (B,), optionally label-smoothed."""
@@ -40,27 +38,34 @@ def multilabel_loss(logits: torch.Tensor, accepted: torch.Tensor) -> torch.Tenso
     return -best.mean()
 
 
-def crowd_loss(logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+def crowd_loss(logits: torch.Tensor, target: torch.Tensor, mode: str, label_smoothing: float = 0.0) -> torch.Tensor:
     """The loss of one crowd-label mode; target (B, C) is what the data side built for that mode.
 
     majority     — cross-entropy on the target's argmax (the target is one-hot).
     multilabel   — `multilabel_loss` over the classes with a positive target.
     probability  — cross-entropy on the label drawn this epoch; the target must be that one-hot draw.
     crossentropy — `soft_cross_entropy` against the truncated vote distribution.
+
+    label_smoothing ε mixes every target with the uniform distribution, (1 − ε)·t + ε/C, as `F.cross_entropy` does
+    for class ids; multilabel has no single target to smooth and refuses it.
     """
-    if mode not in CROWD_MODES:
-        raise ValueError(f"unknown crowd-label mode '{mode}'; choose one of {', '.join(CROWD_MODES)}")
     _check_same_shape(logits, target)
     if mode == "majority":
-        return classification_loss(logits, target.argmax(dim=1))
+        return classification_loss(logits, target.argmax(dim=1), label_smoothing)
     if mode == "multilabel":
+        if label_smoothing:
+            raise ValueError("crowd_loss 'multilabel' has no target to smooth; use label_smoothing=0")
         return multilabel_loss(logits, target > 0)
     if mode == "probability":
         # Passing the distribution itself would silently train on its argmax: insist on the drawn one-hot label.
         if not (((target == 0) | (target == 1)).all() and (target.sum(dim=1) == 1).all()):
             raise ValueError("crowd_loss 'probability' needs one-hot targets (the label drawn by draw_label)")
-        return classification_loss(logits, target.argmax(dim=1))
-    return soft_cross_entropy(logits, target)
+        return classification_loss(logits, target.argmax(dim=1), label_smoothing)
+    if mode == "crossentropy":
+        smoothed = target * (1 - label_smoothing) + label_smoothing / target.shape[1]
+        return soft_cross_entropy(logits, smoothed)
+    raise ValueError(f"unknown crowd-label mode '{mode}'; choose one of majority, multilabel, probability, "
+                     "crossentropy")
 
 
 def _check_same_shape(logits: torch.Tensor, target: torch.Tensor) -> None:

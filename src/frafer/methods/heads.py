@@ -128,8 +128,8 @@ def get_head(name: str) -> Head:
 
 
 def loss_fn(cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss of every head: cross-entropy (with label smoothing) or a crowd-label loss."""
+    """The training loss of every head: cross-entropy or a crowd-label loss, label-smoothed by optim.label_smoothing."""
     mode = cfg.data.crowd_mode
     if mode == "none":
         return lambda logits, target: classification_loss(logits, target, cfg.optim.label_smoothing)
-    return lambda logits, target: crowd_loss(logits, target, mode)
+    return lambda logits, target: crowd_loss(logits, target, mode, cfg.optim.label_smoothing)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -101,10 +102,17 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     optimizer = head.optimizer(cfg, trained)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+    # The weights' moving average: of the deployed classifier only (DMUE's branches never ship), BN statistics too.
+    ema = (AveragedModel(objective.deployed(), multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.weight_ema),
+                         use_buffers=True) if cfg.optim.weight_ema else None)
+
+    def deployed():
+        """The classifier as it would ship now: the moving average when one is kept."""
+        return ema.module if ema is not None else objective.deployed()
 
     step, history, best = 0, [], None
     if ckpt is not None:
-        step, meta = session.restore_state(ckpt, trained, optimizer, scaler, device, budget)
+        step, meta = session.restore_state(ckpt, trained, optimizer, scaler, device, budget, ema=ema)
         history, best = meta.get("history", []), meta.get("best")
     session.write_run_record(run_dir, cfg, ctx, ckpt is not None, overwrite,
                              {"mode": mode, "data": splits.summary()}, {"init.json": json.dumps(init_record, indent=2)})
@@ -119,13 +127,13 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     eval_workers = min(cfg.data.num_workers, 4)
 
     def evaluate(samples, desc, net=None):
-        return evaluate_samples(net or objective.deployed(), samples, splits.classes, eval_tf, device, batch_size,
+        return evaluate_samples(net or deployed(), samples, splits.classes, eval_tf, device, batch_size,
                                 eval_workers, desc)
 
     def checkpoint(reason: str) -> None:
         meta = {"epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch, "total_steps": budget.total,
                 "loss": result.last_loss, "reason": reason, "history": history, "best": best}
-        session.save_state(run_dir, step, trained, optimizer, scaler, ctx, meta, t.keep_checkpoints)
+        session.save_state(run_dir, step, trained, optimizer, scaler, ctx, meta, t.keep_checkpoints, ema)
 
     def validation_due() -> bool:
         """After every `eval_every_epochs` whole epochs, and at the run's end (a partial last epoch too)."""
@@ -140,7 +148,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
         improved = best is None or report["top1"] > best["val_top1"]
         if t.select == "val" and improved:
             best = record
-            save_model(run_dir / "model", objective.deployed(), cfg, splits, init_record, mode, finished, report)
+            save_model(run_dir / "model", deployed(), cfg, splits, init_record, mode, finished, report)
         loss = f"loss {result.last_loss:.4f}, " if math.isfinite(result.last_loss) else ""
         mark = " (best)" if improved else ""
         tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: {loss}val top-1 {report['top1']:.2f}%{mark}")
@@ -169,6 +177,8 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
                         torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
+                    if ema is not None:
+                        ema.update_parameters(objective.deployed())
                     result.last_loss = loss.item()
                 step += 1
             seen += len(images) * ctx.world_size
@@ -209,7 +219,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     if not budget.ends_epoch(step):
         checkpoint(result.stopped)
     if ctx.is_main:
-        result.results = _finish(run_dir, objective.deployed(), cfg, splits, init_record, mode, budget.epoch(step),
+        result.results = _finish(run_dir, deployed(), cfg, splits, init_record, mode, budget.epoch(step),
                                  best, evaluate)
     distributed.barrier()
     logger.close()
