@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from frafer.config import FinetuneConfig, build_config
+from frafer.config.loader import build_config
+from frafer.config.schema import FinetuneConfig
 from frafer.methods.heads import get_head
 from frafer.models.backbones import build_trunk
 from frafer.models.classifier import FERClassifier

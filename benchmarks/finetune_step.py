@@ -18,7 +18,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from frafer.config import FinetuneConfig, load_config
+from frafer.config.loader import load_config
+from frafer.config.schema import FinetuneConfig
 from frafer.engine import speed
 from frafer.methods.heads import get_head
 from frafer.models.backbones import build_trunk

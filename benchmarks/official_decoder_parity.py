@@ -16,7 +16,7 @@ import types
 
 import torch
 
-from frafer.models.fra_heads import QueryDecoder
+from frafer.models.query_decoder import QueryDecoder
 
 
 def _official_predictor(root: str):

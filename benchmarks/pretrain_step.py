@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from frafer.config import load_config
+from frafer.config.loader import load_config
 from frafer.engine import speed
 from frafer.engine.common import check_finite
 from frafer.methods import get_method

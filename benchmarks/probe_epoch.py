@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frafer.config import FinetuneConfig, build_config
+from frafer.config.loader import build_config
+from frafer.config.schema import FinetuneConfig
 from frafer.train import linear_probe as probe_module
 from frafer.train.finetune import linear_probe
 
@@ -70,7 +71,7 @@ def _time_probe(root: Path, run_dir: Path, epochs: int, dim: int, threads: int) 
     overrides = ["data.format=fer2013", f"data.root={root}", "data.image_size=48", "data.num_workers=0",
                  "model.arch=resnet18", "model.width=64", "train.device=cpu", "train.precision=fp32",
                  "train.tensorboard=false", f"probe.epochs={epochs}", "probe.batch_size=256"]
-    known = {key for key, *_ in __import__("frafer.config", fromlist=["describe"]).describe(FinetuneConfig)}
+    known = {key for key, *_ in __import__("frafer.config.loader", fromlist=["describe"]).describe(FinetuneConfig)}
     if "train.threads" in known:
         overrides.append(f"train.threads={threads}")
     cfg = build_config({}, overrides, FinetuneConfig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from frafer.config import ModelConfig
+from frafer.config.schema import ModelConfig
 
 torch.set_num_threads(2)
 

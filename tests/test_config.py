@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from frafer.cli import main
-from frafer.config import PretrainConfig, describe, load_config, parse_override
+from frafer.config.loader import PretrainConfig, describe, load_config, parse_override
 from frafer.errors import FraferError
 
 
@@ -113,7 +113,7 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_every_recipe_loads(recipe, monkeypatch):
-    from frafer.config import FinetuneConfig
+    from frafer.config.schema import FinetuneConfig
     from frafer.experiments.sweep_spec import ENV_PLACEHOLDER, load_sweep
 
     if recipe.parent.name == "sweeps":  # a sweep file: every stage's config at every point is built and checked
@@ -131,7 +131,7 @@ def test_every_recipe_loads(recipe, monkeypatch):
 
 
 def test_label_smoothing_is_refused_where_there_is_no_single_target():
-    from frafer.config import FinetuneConfig
+    from frafer.config.schema import FinetuneConfig
 
     base = ["data.root=/d", "data.format=ferplus", "optim.label_smoothing=0.1"]
     assert load_config(None, [*base, "data.crowd_mode=crossentropy"], FinetuneConfig).optim.label_smoothing == 0.1
@@ -140,7 +140,7 @@ def test_label_smoothing_is_refused_where_there_is_no_single_target():
 
 
 def test_a_recipe_starts_from_its_base_section_by_section(tmp_path):
-    from frafer.config import FinetuneConfig
+    from frafer.config.schema import FinetuneConfig
 
     (tmp_path / "_base.yaml").write_text("optim: {lr: 0.001, weight_decay: 0.5}\ntrain: {epochs: 3}\n")
     (tmp_path / "r.yaml").write_text("base: _base.yaml\noptim: {lr: 0.002}\ndata: {root: /d}\n")

@@ -13,8 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from frafer.config import LossConfig
-from frafer.losses.ssl import fra_loss
+from frafer.losses.fra_loss import fra_loss
+from frafer.methods.fra import LossConfig
 from frafer.models.fra_networks import FRA
 from frafer.models.norm import convert_to_global_bn
 from tests.conftest import tiny_model_config
@@ -137,7 +137,7 @@ def test_torchrun_finetune_end_to_end(tmp_path):
 
 
 def _moco():
-    from frafer.config import MocoConfig
+    from frafer.methods.moco_v2 import MocoConfig
     from frafer.models.moco import MoCo
 
     torch.manual_seed(0)
@@ -145,7 +145,7 @@ def _moco():
 
 
 def _moco_loss(out):
-    from frafer.losses.contrastive import info_nce
+    from frafer.losses.info_nce import info_nce
 
     return info_nce(out["query"], out["key"], out["negatives"], 0.2)
 

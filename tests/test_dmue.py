@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from frafer.artifacts.bundle import load_bundle
-from frafer.config import DMUEConfig, FinetuneConfig, build_config
+from frafer.config.loader import build_config
+from frafer.config.schema import DMUEConfig, FinetuneConfig
 from frafer.data.fer_splits import prepare_splits
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.data.transforms import build_eval_transform
 from frafer.errors import FraferError
 from frafer.eval.evaluate import evaluate_samples
 from frafer.losses.dmue import (
-    class_similarity,
-    has_pairs,
+    dmue_loss,
     mined_distribution,
     other_classes,
     ramp_weights,
@@ -30,7 +30,7 @@ from frafer.losses.dmue import (
 from frafer.methods.heads import get_head
 from frafer.models.backbones import build_trunk
 from frafer.models.classifier import FERClassifier
-from frafer.models.dmue_network import DMUENet
+from frafer.models.dmue_network import DMUENet, class_similarity, has_pairs
 from frafer.train.downstream_common import build_classifier
 from frafer.train.finetune import finetune
 from tests.test_finetune import AUG_OFF, TINY
@@ -124,7 +124,7 @@ def test_total_is_the_weighted_sum_of_its_parts():
     network = tiny_network()
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     cfg = DMUEConfig()
-    loss, parts = network.losses(shared_input(network, labels), labels, epoch=2, cfg=cfg)
+    loss, parts = dmue_loss(network.branches(shared_input(network, labels), labels), labels, epoch=2, cfg=cfg)
     w_u, w_d = ramp_weights(2, cfg.switch_epoch)
     expected = w_u * (parts["wce"] + cfg.omega * parts["soft"] + cfg.gamma * parts["sp"]) + w_d * parts["aux"]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -140,7 +140,7 @@ def test_auxiliary_branch_never_trains_on_its_own_class():
 
     def branch_grads(inputs, c):
         network.zero_grad()
-        loss, _ = network.losses(inputs, labels, epoch=8, cfg=DMUEConfig())
+        loss, _ = dmue_loss(network.branches(inputs, labels), labels, epoch=8, cfg=DMUEConfig())
         loss.backward()
         return [p.grad.clone() for p in [*network.aux_layers[c].parameters(), *network.aux_fc[c].parameters()]]
 
@@ -159,12 +159,14 @@ def test_auxiliary_branch_never_trains_on_its_own_class():
 def test_pairwise_terms_train_the_uncertainty_module_and_are_skipped_without_pairs():
     network = tiny_network()
     with_pairs = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    loss, parts = network.losses(shared_input(network, with_pairs), with_pairs, epoch=8, cfg=DMUEConfig())
+    out = network.branches(shared_input(network, with_pairs), with_pairs)
+    loss, parts = dmue_loss(out, with_pairs, epoch=8, cfg=DMUEConfig())
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in network.uncertainty.parameters())
     network.zero_grad()
     lonely = torch.tensor([0, 0, 1, 1, 2, 2, 3, 1])  # class 3 has one sample
-    loss, parts = network.losses(shared_input(network, lonely), lonely, epoch=8, cfg=DMUEConfig())
+    out = network.branches(shared_input(network, lonely), lonely)
+    loss, parts = dmue_loss(out, lonely, epoch=8, cfg=DMUEConfig())
     loss.backward()
     assert parts["pairs"] == 0 and parts["sp"] == 0 and parts["scale"] == 1
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in network.uncertainty.parameters())
@@ -186,7 +188,7 @@ def test_each_branch_keeps_its_own_running_statistics():
     shared = shared_input(network, labels)
     with torch.no_grad():
         network.aux_layers[2].apply(lambda m: m.weight.mul_(3.0) if isinstance(m, torch.nn.Conv2d) else None)
-        network.losses(shared, labels, epoch=8, cfg=DMUEConfig())
+        dmue_loss(network.branches(shared, labels), labels, epoch=8, cfg=DMUEConfig())
         target = network.classifier.trunk.layer4(shared).mean(dim=(2, 3))
         aux = network.aux_layers[2](shared).mean(dim=(2, 3))
     momentum = network.norm.momentum

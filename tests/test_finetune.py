@@ -23,7 +23,8 @@ from frafer.artifacts.checkpoint import latest_checkpoint, load_state, load_weig
 from frafer.artifacts.export import export_backbone
 from frafer.artifacts.trunk_init import TrunkLayout, load_trunk, rescale_to_init_norms
 from frafer.cli import main
-from frafer.config import FinetuneConfig, build_config, load_config
+from frafer.config.loader import build_config, load_config
+from frafer.config.schema import FinetuneConfig
 from frafer.data.fer_dataset import FERImages, FERSample, collate_fer
 from frafer.data.fer_splits import class_balanced_weights, make_targets, prepare_splits
 from frafer.data.labels import EXPRESSIONS

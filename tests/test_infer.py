@@ -15,7 +15,8 @@ from PIL import Image
 from frafer.artifacts.bundle import load_bundle
 from frafer.artifacts.onnx_export import export_onnx
 from frafer.cli import main
-from frafer.config import FinetuneConfig, build_config, load_config
+from frafer.config.loader import build_config, load_config
+from frafer.config.schema import FinetuneConfig
 from frafer.data.framing import FER2013_TEMPLATE, FRAMINGS, Framing, crop_face, face_transform, square_box
 from frafer.data.labels import BASIC_EXPRESSIONS
 from frafer.data.synthetic import compose_group_picture, render_face, write_synthetic_dataset

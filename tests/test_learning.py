@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from frafer.config import load_config
+from frafer.config.loader import load_config
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.train.pretrain import pretrain
 from tests.test_pretrain import TINY

@@ -5,18 +5,9 @@ import math
 import pytest
 import torch
 
-from frafer.config import LossConfig
-from frafer.losses.ssl import (
-    byol_loss,
-    diversity,
-    fra_loss,
-    heatmap_sharpness,
-    instance_loss,
-    local_loss,
-    regression,
-    relation_loss,
-    sinkhorn,
-)
+from frafer.losses.byol_loss import byol_loss, instance_loss, regression
+from frafer.losses.fra_loss import diversity, fra_loss, heatmap_sharpness, local_loss, relation_loss, sinkhorn
+from frafer.methods.fra import LossConfig
 
 
 def test_regression_is_two_minus_two_cosine():

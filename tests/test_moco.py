@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from frafer.config import MocoConfig, load_config
+from frafer.config.loader import load_config
 from frafer.errors import FraferError
-from frafer.losses.contrastive import info_nce
+from frafer.losses.info_nce import info_nce
+from frafer.methods.moco_v2 import MocoConfig
 from frafer.models.moco import MoCo
 from tests.conftest import tiny_model_config
 

@@ -10,8 +10,9 @@ import torchvision
 from frafer.methods import get_method
 from frafer.methods.base import update_momentum
 from frafer.models.backbones import build_trunk
-from frafer.models.fra_heads import MLP, QueryDecoder, sine_position_encoding
 from frafer.models.fra_networks import FRA, region_pool
+from frafer.models.mlp import MLP
+from frafer.models.query_decoder import QueryDecoder, sine_position_encoding
 from tests.conftest import tiny_model_config
 
 

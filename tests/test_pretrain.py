@@ -8,7 +8,7 @@ import torchvision
 
 from frafer.artifacts.checkpoint import latest_checkpoint, load_weights, save_weights
 from frafer.cli import main
-from frafer.config import load_config
+from frafer.config.loader import load_config
 from frafer.data.synthetic import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.methods import fra as fra_method

@@ -13,7 +13,7 @@ import torch
 import torch._inductor.config
 
 from frafer.artifacts.checkpoint import latest_checkpoint, load_weights
-from frafer.config import load_config
+from frafer.config.loader import load_config
 from frafer.engine import speed
 from frafer.train.finetune import finetune
 from frafer.train.pretrain import pretrain

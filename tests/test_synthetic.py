@@ -134,7 +134,7 @@ def test_expression_signal_is_small_and_regional():
 def test_expression_gain_scales_expressions_and_their_regions():
     """A larger gain moves an expression's pixels further from neutral, still only inside the regions
     face_regions reports for that gain; neutral faces, identity and nuisance do not depend on it."""
-    from frafer.config import SyntheticConfig
+    from frafer.config.schema import SyntheticConfig
 
     assert SyntheticConfig().expression_gain == EXPRESSION_GAIN  # config and generator share one default
     size, identity, key = 64, 9, (7, 1)

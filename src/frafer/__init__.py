@@ -13,7 +13,7 @@ _ENTRIES = {
     "pretrain": "frafer.train.pretrain",
     "finetune": "frafer.train.finetune",
     "linear_probe": "frafer.train.finetune",
-    "load_config": "frafer.config",
+    "load_config": "frafer.config.loader",
     "load_bundle": "frafer.artifacts.bundle",
     "evaluate_bundle": "frafer.eval.evaluate",
     "verify_checkpoint": "frafer.eval.verification",

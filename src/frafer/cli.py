@@ -8,7 +8,7 @@ import sys
 import typing
 from pathlib import Path
 
-from frafer.config import Arch
+from frafer.config.schema import Arch
 from frafer.errors import FraferError
 
 
@@ -193,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_plan(args, cls, default_stem: str):
     """(config, run folder, resume?) from --config / --resume / --run-dir and the overrides, for any training loop."""
-    from frafer.config import load_config
+    from frafer.config.loader import load_config
     from frafer.engine.common import default_run_dir
 
     if getattr(args, "threads", None) is not None:
@@ -211,7 +211,7 @@ def _run_plan(args, cls, default_stem: str):
 
 
 def _pretrain(args) -> int:
-    from frafer.config import PretrainConfig
+    from frafer.config.loader import PretrainConfig
     from frafer.train.pretrain import pretrain
 
     cfg, run_dir, resume = _run_plan(args, PretrainConfig, "pretrain")
@@ -222,7 +222,7 @@ def _pretrain(args) -> int:
 
 
 def _downstream(args) -> int:
-    from frafer.config import FinetuneConfig
+    from frafer.config.schema import FinetuneConfig
     from frafer.train.finetune import finetune, linear_probe
 
     entry = finetune if args.command == "finetune" else linear_probe
@@ -264,7 +264,8 @@ def _verify(args) -> int:
 
 
 def _config(args) -> int:
-    from frafer.config import FinetuneConfig, PretrainConfig, describe, dump_yaml, load_config
+    from frafer.config.loader import PretrainConfig, describe, load_config
+    from frafer.config.schema import FinetuneConfig, dump_yaml
 
     cls = FinetuneConfig if args.kind == "finetune" else PretrainConfig
     if args.keys:

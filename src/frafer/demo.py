@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from frafer.config import FinetuneConfig, load_config
+from frafer.config.loader import load_config
+from frafer.config.schema import FinetuneConfig
 from frafer.data.labels import BASIC_EXPRESSIONS
 from frafer.data.synthetic import compose_group_picture, render_face, write_synthetic_dataset
 from frafer.errors import FraferError

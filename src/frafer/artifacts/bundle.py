@@ -59,14 +59,17 @@ class Bundle:
 def save_bundle(
     folder: str | Path, model: FERClassifier, classes, input_size: int, mean, std, layout: TrunkLayout,
     info: dict | None = None, framing: Framing | None = None, regions: tuple[RegionModel, dict] | None = None,
-    calibration: dict | None = None, half: bool = False,
+    calibration: dict | None = None, half: bool = False, network: str = "linear",
 ) -> Path:
     """Write the bundle folder (weights first, then bundle.json, each atomically); returns the folder.
 
     `framing` defaults to the preset of the training data's format; `regions` is (region model, its spec);
     `calibration` holds at least the fitted `temperature`; `half` stores floating-point weights as fp16 (half the
-    file; they load back into fp32).
+    file; they load back into fp32); `network` names the deployed network (a key of BUNDLE_NETWORKS) that
+    `load_bundle` rebuilds.
     """
+    if network not in BUNDLE_NETWORKS:
+        raise FraferError(f"a bundle cannot hold a '{network}' network (known: {', '.join(BUNDLE_NETWORKS)})")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = model.deployable_state_dict()
@@ -80,7 +83,7 @@ def save_bundle(
     elif (folder / REGIONS_FILE).exists():
         (folder / REGIONS_FILE).unlink()  # a re-save without regions must not leave stale ones behind
     meta = {
-        "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "network": "linear", "classes": list(classes),
+        "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "network": network, "classes": list(classes),
         "input_size": input_size,
         "mean": list(mean), "std": list(std), "trunk": layout.to_dict(), "dropout": model.dropout.p,
         "framing": framing.to_dict(), "regions": None if regions is None else regions[1],

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from frafer.artifacts.checkpoint import load_weights, save_weights
-from frafer.config import FinetuneConfig
+from frafer.config.schema import FinetuneConfig
 from frafer.data.fer_dataset import FERSample
 from frafer.errors import FraferError
 from frafer.files import atomic_write_text

@@ -16,7 +16,8 @@ import torch
 from frafer.artifacts.checkpoint import load_weights, save_weights
 from frafer.artifacts.trunk_init import TrunkLayout, infer_layout, records_beside
 from frafer.errors import FraferError
-from frafer.models.fra_heads import MLP, QueryDecoder
+from frafer.models.mlp import MLP
+from frafer.models.query_decoder import QueryDecoder
 from frafer.models.region_model import RegionModel
 
 REGIONS_FILE = "regions.safetensors"

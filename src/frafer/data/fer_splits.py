@@ -15,11 +15,11 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from frafer.config.schema import FERDataConfig
 from frafer.data.crowd import crowd_targets, draw_label
 from frafer.data.fer_dataset import NO_LABEL, FERDataset, FERSample, check_classes
 from frafer.data.folds import (
@@ -34,9 +34,6 @@ from frafer.data.formats import read_fer_dataset
 from frafer.data.formats.class_folders import EXPRESSION_ALIASES, expression_id
 from frafer.data.labels import EXPRESSIONS
 from frafer.errors import FraferError
-
-if TYPE_CHECKING:  # the data section of a FinetuneConfig; only its fields are read, so data stays below config
-    from frafer.config import FERDataConfig
 
 
 @dataclass

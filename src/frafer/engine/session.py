@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from frafer.artifacts.checkpoint import WEIGHTS, load_state, load_weights, save_checkpoint
-from frafer.config import dump_yaml
+from frafer.config.schema import dump_yaml
 from frafer.engine import common, distributed
 from frafer.errors import FraferError
 from frafer.files import atomic_write_text

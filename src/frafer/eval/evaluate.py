@@ -50,7 +50,8 @@ def bundle_split(bundle, data_format: str | None, root: str | None, split: str, 
     Without `data_format` / `root`, the dataset the bundle was trained on (as recorded in it) is used; `options`
     are `key=value` data settings (e.g. `folds=10 fold=3`). Labels are mapped onto the bundle's classes.
     """
-    from frafer.config import FinetuneConfig, build_config
+    from frafer.config.loader import build_config
+    from frafer.config.schema import FinetuneConfig
     from frafer.data.fer_splits import CONTEMPT_CHOICE, prepare_splits, read_configured_dataset, relabel, uses_folds
 
     recorded = dict(bundle.info.get("data", {}))

@@ -37,7 +37,7 @@ SWEEP_IDENTITY = ("name", "prepare", "stages")
 def prepare_data(sweep: Sweep, sweep_dir: Path) -> Path:
     data = sweep_dir / "data"
     if sweep.prepare == "demo-data":
-        from frafer.config import load_config
+        from frafer.config.loader import load_config
         from frafer.demo import write_demo_data
 
         if sweep.stages[0].command != "pretrain":

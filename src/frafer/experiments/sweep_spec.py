@@ -31,7 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from frafer.config import FinetuneConfig, PretrainConfig, load_config, read_yaml
+from frafer.config.loader import PretrainConfig, load_config, read_yaml
+from frafer.config.schema import FinetuneConfig
 from frafer.errors import FraferError
 
 COMMANDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "linear-probe": FinetuneConfig}

@@ -1,7 +1,7 @@
 """DMUE's loss terms (She et al., CVPR 2021), each a plain function of tensors; docs/method.md §4 has the facts.
 
 C classes; auxiliary branch c is a (C−1)-way classifier over the classes other than c, in increasing order
-(`other_classes`). `frafer.models.dmue_network.DMUENet` runs the branches and combines these terms.
+(`other_classes`). `frafer.models.dmue_network.DMUENet` runs the branches; `dmue_loss` combines their outputs.
 """
 
 from __future__ import annotations
@@ -55,27 +55,6 @@ def soft_loss(target_logits: torch.Tensor, labels: torch.Tensor, mined: torch.Te
     return F.mse_loss(probs, mined)
 
 
-def has_pairs(labels: torch.Tensor, num_classes: int) -> bool:
-    """Every class has at least 2 samples in the batch: the pairwise terms are defined."""
-    return bool(torch.bincount(labels, minlength=num_classes).min() >= 2)
-
-
-def class_similarity(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, C): each sample's mean cosine similarity to the other samples of every class, min-max scaled per row.
-
-    A sample's own entry is left out, so its own class needs 2 samples (`has_pairs`).
-    """
-    unit = F.normalize(features.float(), dim=1)
-    sim = unit @ unit.T  # (B, B)
-    member = F.one_hot(labels, num_classes).to(sim.dtype)  # (B, C)
-    not_self = 1.0 - torch.eye(len(labels), device=sim.device, dtype=sim.dtype)
-    sums = (sim * not_self) @ member  # (B, C)
-    counts = not_self @ member
-    mean = sums / counts.clamp_min(1.0)
-    low, high = mean.min(dim=1, keepdim=True).values, mean.max(dim=1, keepdim=True).values
-    return (mean - low) / (high - low).clamp_min(1e-12)
-
-
 def weighted_cross_entropy(target_logits: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """CE_weighted: cross-entropy of s × logits, s (B,) in (0, 1) acting as each sample's inverse temperature."""
     return F.cross_entropy(scale.float()[:, None] * target_logits.float(), labels)
@@ -87,3 +66,38 @@ def similarity_preserving_loss(branch_logits: torch.Tensor, target_features: tor
     z = branch_logits.float()
     f = target_features.detach().float()
     return F.mse_loss(F.normalize(z @ z.T, dim=1), F.normalize(f @ f.T, dim=1))
+
+
+def dmue_loss(out: dict, labels: torch.Tensor, epoch: int, cfg) -> tuple[torch.Tensor, dict]:
+    """L = w_u(e)·[CE_weighted + ω·L_soft + γ·L_sp] + w_d(e)·L_aux from `DMUENet`'s outputs (cfg: a DMUEConfig).
+
+    Every auxiliary branch saw the whole batch, but its losses use only the samples not of its class; its outputs
+    on its own class are the mined distributions, detached. A batch where some class has fewer than 2 samples
+    (out["pairs"] false) has no pairwise terms: its L_sp is 0 and its uncertainty scale 1.
+    """
+    features, target_logits, pairs = out["features"], out["target_logits"], out["pairs"]
+    c_count = target_logits.shape[1]
+    own_logits = target_logits.new_zeros(len(labels), c_count - 1, dtype=torch.float32)  # own-class branch outputs
+    aux_terms, sp_terms = [], []
+    for c, logits in enumerate(out["aux_logits"]):  # (B, C−1) each
+        mine = labels == c
+        own_logits[mine] = logits[mine].detach().float()
+        rest = ~mine
+        if rest.any():
+            aux_terms.append(F.cross_entropy(logits[rest].float(), to_branch_labels(labels[rest], c)))
+            if pairs:
+                sp_terms.append(similarity_preserving_loss(logits[rest], features[rest]))
+    mined = mined_distribution(own_logits, labels, c_count, cfg.temperature)
+    zero = target_logits.new_zeros(())
+    parts = {
+        "wce": weighted_cross_entropy(target_logits, labels, out["scale"]),
+        "soft": soft_loss(target_logits, labels, mined),
+        "sp": torch.stack(sp_terms).mean() if sp_terms else zero,
+        "aux": torch.stack(aux_terms).mean() if aux_terms else zero,
+    }
+    w_u, w_d = ramp_weights(epoch, cfg.switch_epoch)
+    loss = w_u * (parts["wce"] + cfg.omega * parts["soft"] + cfg.gamma * parts["sp"]) + w_d * parts["aux"]
+    logged = {k: v.detach() for k, v in parts.items()}
+    logged |= {"scale": out["scale"].detach().mean(), "pairs": torch.tensor(float(pairs)), "w_u": torch.tensor(w_u),
+               "w_d": torch.tensor(w_d)}
+    return loss, logged

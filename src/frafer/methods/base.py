@@ -1,7 +1,8 @@
 """What a pre-training method is: a few functions and some config defaults, nothing more.
 
 The pre-training loop asks its method for the model, the modules the optimiser trains, the loss of one batch and
-the (momentum, online) pairs it updates after each step. Every method names its query / online encoder `online`
+the (momentum, online) pairs it updates after each step. It declares its own config sections and rules too,
+so adding a method is its file, its loss and a recipe. Every method names its query / online encoder `online`
 with the trunk at `online.trunk`, so exporting a trunk, initialising fine-tuning from a run and the kNN and
 verification monitors work the same for all of them.
 """
@@ -27,7 +28,10 @@ class Method:
     # Config values that differ from the schema's defaults (the schema's are FRA's), as a nested dict; a recipe or
     # an override still wins over them.
     defaults: dict = field(default_factory=dict)
-    owns: tuple[str, ...] = ()  # method-specific config sections: set in another method's run, they are refused
+    # The config sections only this method reads, by name (FRA: {"loss": LossConfig}): added to pre-training's
+    # schema, refused when set in another method's run.
+    sections: dict[str, type] = field(default_factory=dict)
+    check: Callable[[object], None] = lambda cfg: None  # the method's own cross-field rules; raises FraferError
 
     def momentum_pairs(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
         """(momentum network, online network): ξ follows θ after every step."""

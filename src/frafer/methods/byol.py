@@ -5,7 +5,7 @@ Same trunk, projector, predictor, optimiser and momentum schedule as FRA; no loc
 
 from __future__ import annotations
 
-from frafer.losses.ssl import byol_loss
+from frafer.losses.byol_loss import byol_loss
 from frafer.methods.base import Method
 from frafer.models.fra_networks import FRA
 

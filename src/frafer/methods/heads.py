@@ -16,6 +16,7 @@ from torch import nn
 
 from frafer.errors import FraferError
 from frafer.losses.classification import classification_loss, crowd_loss
+from frafer.losses.dmue import dmue_loss
 from frafer.models.backbones import ResNetTrunk
 from frafer.models.classifier import FERClassifier
 from frafer.models.dmue_network import DMUENet
@@ -59,7 +60,8 @@ def _dmue_objective(cfg, model: FERClassifier, num_classes: int) -> Objective:
 
     def loss(net, images, targets, epoch):
         labels = targets.argmax(dim=1) if targets.is_floating_point() else targets  # one-hot crowd targets
-        return net(images, labels.long(), epoch, cfg.dmue)
+        labels = labels.long()
+        return dmue_loss(net(images, labels), labels, epoch, cfg.dmue)
     return Objective(network, loss, network.sync_classifier)
 
 

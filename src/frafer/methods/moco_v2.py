@@ -7,9 +7,32 @@ MoCo v2's augmentation (both views alike: crop 0.2–1, jitter 0.4/0.4/0.4/0.1 a
 
 from __future__ import annotations
 
-from frafer.losses.contrastive import info_nce
+from dataclasses import dataclass
+
+from frafer.config.schema import option
+from frafer.errors import FraferError
+from frafer.losses.info_nce import info_nce
 from frafer.methods.base import Method
 from frafer.models.moco import MoCo
+
+
+@dataclass
+class MocoConfig:
+    """MoCo v2's `moco:` section."""
+
+    dim: int = option(128, "MoCo v2 embedding width", lo=1)
+    hidden_dim: int = option(0, "hidden width of the 2-layer projection head (0 = the trunk's width: 2048 on a "
+                                "ResNet-50)", lo=0)
+    queue_size: int = option(65536, "keys kept in the queue of negatives", lo=1)
+    temperature: float = option(0.2, "InfoNCE temperature", lo=0, lo_open=True)
+    bn_batch: int = option(32, "images per batch-norm batch for shuffle-BN (MoCo v2: 256 over 8 GPUs = 32); must "
+                               "divide the per-process batch", lo=1)
+
+
+def _check(cfg) -> None:
+    if cfg.train.sync_bn:
+        raise FraferError("config key 'train.sync_bn': MoCo v2 relies on shuffle-BN (moco.bn_batch); batch-norm "
+                          "over the global batch would let keys and queries share statistics, so it stays off")
 
 METHOD = Method(
     name="moco_v2",
@@ -23,7 +46,8 @@ METHOD = Method(
         "aug": {"jitter": [0.4, 0.4, 0.4, 0.1], "blur_p": [0.5, 0.5], "solarize_p": [0.0, 0.0]},
         "train": {"sync_bn": False},
     },
-    owns=("moco",),
+    sections={"moco": MocoConfig},
+    check=_check,
 )
 
 

@@ -16,17 +16,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from frafer.errors import FraferError
-from frafer.losses.dmue import (
-    class_similarity,
-    has_pairs,
-    mined_distribution,
-    ramp_weights,
-    similarity_preserving_loss,
-    soft_loss,
-    to_branch_labels,
-    weighted_cross_entropy,
-)
 from frafer.models.classifier import FERClassifier
+
+
+def has_pairs(labels: torch.Tensor, num_classes: int) -> bool:
+    """Every class has at least 2 samples in the batch: the pairwise terms are defined."""
+    return bool(torch.bincount(labels, minlength=num_classes).min() >= 2)
+
+
+def class_similarity(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, C): each sample's mean cosine similarity to the other samples of every class, min-max scaled per row.
+
+    A sample's own entry is left out, so its own class needs 2 samples (`has_pairs`).
+    """
+    unit = F.normalize(features.float(), dim=1)
+    sim = unit @ unit.T  # (B, B)
+    member = F.one_hot(labels, num_classes).to(sim.dtype)  # (B, C)
+    not_self = 1.0 - torch.eye(len(labels), device=sim.device, dtype=sim.dtype)
+    sums = (sim * not_self) @ member  # (B, C)
+    counts = not_self @ member
+    mean = sums / counts.clamp_min(1.0)
+    low, high = mean.min(dim=1, keepdim=True).values, mean.max(dim=1, keepdim=True).values
+    return (mean - low) / (high - low).clamp_min(1e-12)
 
 
 class DMUENet(nn.Module):
@@ -75,52 +86,28 @@ class DMUENet(nn.Module):
                                   self.training, n.momentum, n.eps)
         return fc(self.dropout(normed))
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, cfg) -> tuple[torch.Tensor, dict]:
-        """The DMUE loss of a batch at `epoch` (cfg: a DMUEConfig) and its parts; see `losses`."""
-        return self.losses(self.classifier.trunk.through_layer3(images), labels, epoch, cfg)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Every branch's outputs on a batch (see `branches`); `frafer.losses.dmue.dmue_loss` turns them into DMUE's
+        loss."""
+        return self.branches(self.classifier.trunk.through_layer3(images), labels)
 
-    def losses(self, shared: torch.Tensor, labels: torch.Tensor, epoch: int, cfg) -> tuple[torch.Tensor, dict]:
-        """L = w_u(e)·[CE_weighted + ω·L_soft + γ·L_sp] + w_d(e)·L_aux from the layer3 map (B, C', h, w).
-
-        Every auxiliary branch sees the whole batch (its batch-norm statistics do too), but its losses use only the
-        samples not of its class; its outputs on its own class are the mined distributions, detached. A batch
-        where some class has fewer than 2 samples skips the pairwise terms (uncertainty weighting and L_sp).
-        """
+    def branches(self, shared: torch.Tensor, labels: torch.Tensor) -> dict:
+        """From the shared layer3 map (B, C', h, w): the target branch's pooled features (B, D) and logits (B, C),
+        each auxiliary branch's logits (B, C−1), whether every class has a pair in the batch, and the uncertainty
+        module's scale s (B,) from each sample's class similarities and label (1 without pairs)."""
         c_count = self.num_classes
         features = self.classifier.trunk.layer4(shared).mean(dim=(2, 3))  # (B, D) target branch
         target_logits = self._classify(self.target_fc, features)  # (B, C)
+        aux_logits = [self._classify(self.aux_fc[c], self.aux_layers[c](shared).mean(dim=(2, 3)), c)
+                      for c in range(c_count)]
         pairs = has_pairs(labels, c_count)
-        own_logits = torch.zeros(len(labels), c_count - 1, device=shared.device)  # each sample's own-class branch
-        aux_terms, sp_terms = [], []
-        for c in range(c_count):
-            logits = self._classify(self.aux_fc[c], self.aux_layers[c](shared).mean(dim=(2, 3)), c)  # (B, C−1)
-            mine = labels == c
-            own_logits[mine] = logits[mine].detach().float()
-            rest = ~mine
-            if rest.any():
-                aux_terms.append(F.cross_entropy(logits[rest].float(), to_branch_labels(labels[rest], c)))
-                if pairs:
-                    sp_terms.append(similarity_preserving_loss(logits[rest], features[rest]))
-        mined = mined_distribution(own_logits, labels, c_count, cfg.temperature)
         similarity = class_similarity(features.detach(), labels, c_count)
         label_code = F.one_hot(labels, c_count).to(similarity.dtype)
         scale = torch.sigmoid(self.uncertainty(torch.cat([similarity, label_code], dim=1))).squeeze(1)  # (B,)
         if not pairs:
             scale = 0.0 * scale + 1.0  # plain cross-entropy; the module stays in the graph (DDP) with no gradient
-        zero = target_logits.new_zeros(())
-        parts = {
-            "wce": weighted_cross_entropy(target_logits, labels, scale),
-            "soft": soft_loss(target_logits, labels, mined),
-            "sp": torch.stack(sp_terms).mean() if sp_terms else zero,
-            "aux": torch.stack(aux_terms).mean() if aux_terms else zero,
-        }
-        w_u, w_d = ramp_weights(epoch, cfg.switch_epoch)
-        loss = (w_u * (parts["wce"] + cfg.omega * parts["soft"] + cfg.gamma * parts["sp"])
-                + w_d * parts["aux"])
-        logged = {k: v.detach() for k, v in parts.items()}
-        logged |= {"scale": scale.detach().mean(), "pairs": torch.tensor(float(pairs)), "w_u": torch.tensor(w_u),
-                   "w_d": torch.tensor(w_d)}
-        return loss, logged
+        return {"features": features, "target_logits": target_logits, "aux_logits": aux_logits, "pairs": pairs,
+                "scale": scale}
 
     @torch.no_grad()
     def sync_classifier(self) -> FERClassifier:

@@ -1,6 +1,6 @@
 """FRA: an online and a momentum network, each a trunk with a global and a local (facial-region) branch.
 
-This file builds embeddings, assignment scores and heatmaps; the losses live in `frafer.losses.ssl` and the
+This file builds embeddings, assignment scores and heatmaps; the losses live in `frafer.losses.fra_loss` and the
 momentum update in `frafer.methods.base`. BYOL is the same model without the local branch.
 """
 
@@ -15,7 +15,8 @@ from torch import nn
 
 from frafer.collectives import all_reduce_sum, global_count
 from frafer.models.backbones import build_trunk
-from frafer.models.fra_heads import MLP, QueryDecoder
+from frafer.models.mlp import MLP
+from frafer.models.query_decoder import QueryDecoder
 from frafer.models.region_model import region_heatmaps
 
 

@@ -1,7 +1,7 @@
 """MoCo v2 (He et al. 2020; Chen et al. 2020): a query encoder, its momentum copy, and a queue of past keys.
 
 The query encoder is `online` (trunk → 2-layer MLP), the key encoder `momentum`, as in FRA, so trunk export,
-initialisation and the monitors treat every method alike. The InfoNCE loss lives in `frafer.losses.contrastive`.
+initialisation and the monitors treat every method alike. The InfoNCE loss lives in `frafer.losses.info_nce`.
 
 Shuffle-BN: batch-norm statistics of one batch let the key of an image be told from its query's batch (the MoCo
 paper's "intra-batch communication"). So the queries are normalised in batches of `bn_batch` images in their

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from frafer.models.backbones import ResNetTrunk
-from frafer.models.fra_heads import MLP, QueryDecoder
+from frafer.models.mlp import MLP
+from frafer.models.query_decoder import QueryDecoder
 
 
 def region_heatmaps(masks: torch.Tensor, dense: torch.Tensor, temperature: float,

@@ -1,9 +1,9 @@
-"""The downstream training loop: fine-tuning, and the faithful linear probe (the same loop, trunk frozen).
+"""The downstream training loop: fine-tuning, DMUE, and the faithful linear probe (the same loop, trunk frozen).
 
-`run_classifier(cfg, frozen=False)` trains trunk and head (AdamW, separate LRs, warm-up + cosine per step);
-`frozen=True` trains the head alone with the trunk frozen in eval mode and the training augmentation (the faithful
-probe, as the paper does). Both: data → model → optimiser → (resume) → epochs → validation → selection → test
-once → bundle + reports.
+`run_classifier(cfg, head)` trains as its downstream head says: `finetune` and `dmue` train trunk and head (AdamW,
+separate LRs, warm-up + cosine per step); `linear` (its trunk frozen) trains the head alone with the trunk in eval
+mode and the training augmentation (the faithful probe, as the paper does). All: data → model → optimiser →
+(resume) → epochs → validation → selection → test once → bundle + reports.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from frafer.artifacts.bundle import load_bundle
 from frafer.artifacts.trunk_init import TrunkLayout
-from frafer.config import FinetuneConfig
+from frafer.config.schema import FinetuneConfig
 from frafer.data.fer_dataset import FERImages, collate_fer
 from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.data.sampling import EpochBatchSampler, fit_batch
@@ -29,31 +29,37 @@ from frafer.data.transforms import build_eval_transform, build_fer_train_transfo
 from frafer.engine import common, distributed, machine, session, speed
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.eval.evaluate import evaluate_samples
-from frafer.methods.heads import get_head
+from frafer.methods.heads import Head
 from frafer.optim import lr_at, plan_budget
 from frafer.precision import autocast
-from frafer.train.downstream_common import FinetuneResult, build_classifier, resolve_run_dir, save_model, write_results
+from frafer.train.downstream_common import (
+    FinetuneResult,
+    build_classifier,
+    resolve_run_dir,
+    run_mode,
+    save_model,
+    write_results,
+)
 
 _NAN_ADVICE = "Lower optim.lr, raise optim.warmup_epochs or use train.precision=fp32."
 
 
-def run_classifier(cfg: FinetuneConfig, run_dir, resume: bool, frozen: bool, overwrite: bool = False,
-         splits: FERSplits | None = None) -> FinetuneResult:
+def run_classifier(cfg: FinetuneConfig, run_dir, resume: bool, head: Head, overwrite: bool = False,
+                   splits: FERSplits | None = None) -> FinetuneResult:
     with session.training_session(cfg.train.device, cfg.train.precision) as ctx:
-        mode = "linear_probe" if frozen else "finetune"
-        run_dir = resolve_run_dir(cfg, run_dir, mode)
+        run_dir = resolve_run_dir(cfg, run_dir, run_mode(head))
         session.check_run_dir(run_dir, resume, overwrite, ctx)  # refused at once, cleared only once it writes
-        return _train(cfg, run_dir, resume, frozen, ctx, splits, overwrite)
+        return _train(cfg, run_dir, resume, head, ctx, splits, overwrite)
 
 
 
 # ----------------------------------------------------------------------------------------------- the loop
 
 
-def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
+def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, head: Head, ctx,
            splits: FERSplits | None = None, overwrite: bool = False) -> FinetuneResult:
     t, device = cfg.train, ctx.device
-    mode = "linear_probe" if frozen else "finetune"
+    frozen, mode = head.frozen_trunk, run_mode(head)
     batch_size = cfg.probe.batch_size if frozen else t.batch_size
     machine.set_threads(t.threads, cfg.data.num_workers)
     random.seed(t.seed)
@@ -95,7 +101,6 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
         model.freeze_trunk()
         if cfg.probe.feature_norm:
             model.add_feature_norm()
-    head = get_head("linear" if frozen else cfg.model.head)
     objective = head.objective(cfg, model, len(splits.classes))
     trained = objective.module.to(device)  # the classifier, or the network a head trains around it
     speed.prepare_model(trained, t)
@@ -148,7 +153,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
         improved = best is None or report["top1"] > best["val_top1"]
         if t.select == "val" and improved:
             best = record
-            save_model(run_dir / "model", deployed(), cfg, splits, init_record, mode, finished, report)
+            save_model(run_dir / "model", deployed(), cfg, splits, init_record, head, finished, report)
         loss = f"loss {result.last_loss:.4f}, " if math.isfinite(result.last_loss) else ""
         mark = " (best)" if improved else ""
         tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: {loss}val top-1 {report['top1']:.2f}%{mark}")
@@ -219,14 +224,14 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, frozen: bool, ctx,
     if not budget.ends_epoch(step):
         checkpoint(result.stopped)
     if ctx.is_main:
-        result.results = _finish(run_dir, deployed(), cfg, splits, init_record, mode, budget.epoch(step),
+        result.results = _finish(run_dir, deployed(), cfg, splits, init_record, head, budget.epoch(step),
                                  best, evaluate)
     distributed.barrier()
     logger.close()
     return result
 
 
-def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epoch, best, evaluate) -> dict:
+def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, head: Head, epoch, best, evaluate) -> dict:
     """Evaluate the last epoch (always reported) and the best-on-validation epoch on val and test; write it all."""
     reports_dir = run_dir / "reports"
     results = {"last": {"epoch": epoch}}
@@ -234,7 +239,7 @@ def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epo
     results["last"]["val"] = last_val
     results["last"]["test"] = evaluate(splits.test, "testing") if splits.test else None
     last_folder = run_dir / ("model_last" if cfg.train.select == "val" and best is not None else "model")
-    save_model(last_folder, model, cfg, splits, init_record, mode, epoch, last_val)
+    save_model(last_folder, model, cfg, splits, init_record, head, epoch, last_val)
     if cfg.train.select == "val" and best is not None:
         if best["epoch"] == epoch:  # the last epoch is the best one: same weights, same reports
             results["best_val"] = dict(results["last"])
@@ -242,5 +247,5 @@ def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, mode, epo
             selected = load_bundle(run_dir / "model", next(model.parameters()).device).model
             results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, "validating", selected),
                                    "test": evaluate(splits.test, "testing", selected) if splits.test else None}
-    write_results(run_dir, results, splits.classes, reports_dir, header=f"{mode} on {splits.name}")
+    write_results(run_dir, results, splits.classes, reports_dir, header=f"{run_mode(head)} on {splits.name}")
     return results

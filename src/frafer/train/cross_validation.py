@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from frafer.config import FinetuneConfig, dump_yaml
+from frafer.config.schema import FinetuneConfig, dump_yaml
 from frafer.data.fer_splits import fold_plan, prepare_splits, read_configured_dataset
 from frafer.engine import common
 from frafer.eval.reports import markdown_table
 from frafer.files import atomic_write_text
+from frafer.methods.heads import get_head
 from frafer.train.classifier_loop import run_classifier
 from frafer.train.downstream_common import FinetuneResult
 from frafer.train.linear_probe import run_cached_probe
@@ -58,8 +59,8 @@ def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = Fals
                 result = run_cached_probe(fold_cfg, fold_dir, True, splits, run_dir / "features")
             else:
                 again = resume and (fold_dir / "checkpoints").is_dir()
-                result = run_classifier(fold_cfg, fold_dir, again, frozen=mode == "linear_probe", overwrite=True,
-                                        splits=splits)
+                head = get_head("linear" if mode == "linear_probe" else cfg.model.head)
+                result = run_classifier(fold_cfg, fold_dir, again, head, overwrite=True, splits=splits)
             results = result.results
         rows.append(fold_row(k, results))
     result = result or FinetuneResult(run_dir, mode, 0, float("nan"))

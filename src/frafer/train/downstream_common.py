@@ -16,12 +16,13 @@ from tqdm import tqdm
 from frafer.artifacts.bundle import BUNDLE_FILE, load_bundle, save_bundle
 from frafer.artifacts.regions import region_model_from_pretraining
 from frafer.artifacts.trunk_init import TrunkLayout, is_random_init, load_trunk, rescale_to_init_norms
-from frafer.config import FinetuneConfig, to_dict
+from frafer.config.schema import FinetuneConfig, to_dict
 from frafer.data.fer_splits import FERSplits, uses_folds
 from frafer.data.framing import FRAMINGS, framing_for_format
 from frafer.engine import common
 from frafer.eval.reports import markdown_table, write_report
 from frafer.files import atomic_write_text
+from frafer.methods.heads import Head
 from frafer.models.classifier import FERClassifier
 
 
@@ -61,16 +62,22 @@ def resolve_run_dir(cfg: FinetuneConfig, run_dir, mode: str) -> Path:
     return Path(run_dir) if run_dir else common.default_run_dir(cfg.train.out_dir, cfg.train.name, mode)
 
 
-def save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, mode: str,
-                epoch: float, val_report: dict | None) -> None:
-    info = {"mode": mode, "head": "linear" if mode == "linear_probe" else cfg.model.head, "epoch": epoch,
+def run_mode(head: Head) -> str:
+    """What a run with `head` is called in folders, records and reports."""
+    return "linear_probe" if head.frozen_trunk else "finetune"
+
+
+def save_model(folder: Path, model, cfg: FinetuneConfig, splits: FERSplits, init_record: dict, head: Head,
+               epoch: float, val_report: dict | None) -> None:
+    """The bundle of `model` as `head` deploys it, recording the run that made it."""
+    info = {"mode": run_mode(head), "head": head.name, "epoch": epoch,
             "init": init_record["source"], "pretrain_method": init_record.get("method", "unknown"),
             "data": to_dict(cfg.data) | {"name": splits.name},
             "val_top1": None if val_report is None else val_report["top1"], "config": to_dict(cfg)}
     regions = _regions_of(init_record) if cfg.model.keep_regions else None
     framing = FRAMINGS[cfg.data.framing] if cfg.data.framing else framing_for_format(cfg.data.format)
     save_bundle(folder, model, splits.classes, cfg.data.image_size, cfg.aug.mean, cfg.aug.std,
-                TrunkLayout.from_dict(init_record["layout"]), info, framing, regions)
+                TrunkLayout.from_dict(init_record["layout"]), info, framing, regions, network=head.network)
 
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from frafer.config import FinetuneConfig
+from frafer.config.schema import FinetuneConfig
+from frafer.methods.heads import get_head
 from frafer.train.classifier_loop import run_classifier
 from frafer.train.cross_validation import run_folds
 from frafer.train.downstream_common import FinetuneResult, every_fold, resolve_run_dir
@@ -26,7 +27,7 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: boo
     """
     if every_fold(cfg.data):
         return run_folds(cfg, resolve_run_dir(cfg, run_dir, "finetune"), "finetune", resume, overwrite)
-    return run_classifier(cfg, run_dir, resume, frozen=False, overwrite=overwrite)
+    return run_classifier(cfg, run_dir, resume, get_head(cfg.model.head), overwrite=overwrite)
 
 
 def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False,
@@ -41,5 +42,5 @@ def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume:
         return run_folds(cfg, resolve_run_dir(cfg, run_dir, "linear_probe"), "linear_probe", resume, overwrite)
     if cfg.probe.path == "cached":  # seconds on its feature cache: a resume simply trains the head again
         return run_cached_probe(cfg, resolve_run_dir(cfg, run_dir, "linear_probe"), overwrite or resume)
-    return run_classifier(cfg, run_dir, resume, frozen=True, overwrite=overwrite)
+    return run_classifier(cfg, run_dir, resume, get_head("linear"), overwrite=overwrite)
 

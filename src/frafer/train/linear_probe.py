@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from frafer.artifacts.feature_store import FeatureStore, feature_identity
-from frafer.config import FinetuneConfig
+from frafer.config.schema import FinetuneConfig
 from frafer.data.fer_dataset import FERSample, load_sample_image
 from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
 from frafer.data.sampling import EpochBatchSampler
@@ -104,7 +104,8 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Con
     weights = class_balanced_weights(train_samples, len(splits.classes)) if cfg.data.balanced_sampler else None
     batch_size = min(p.batch_size, len(train_samples))  # a set smaller than one batch trains full-batch
     sampler = EpochBatchSampler(len(train_samples), batch_size, 0, 1, t.seed, weights)
-    optimizer = get_head("linear").optimizer(cfg, model)
+    head = get_head("linear")
+    optimizer = head.optimizer(cfg, model)
     criterion = loss_fn(cfg)
     logger = MetricsLogger(run_dir, tensorboard=t.tensorboard)
     # Targets that do not change between epochs, gathered once: class ids, or the crowd vectors of every sample.
@@ -149,13 +150,13 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Con
     results = {"last": {"epoch": p.epochs, "val": evaluate(splits.val, val) if val else None,
                         "test": evaluate(splits.test, test) if test else None}}
     selected = best is not None
-    save_model(run_dir / ("model_last" if selected else "model"), model, cfg, splits, init_record,
-               "linear_probe", p.epochs, results["last"]["val"])
+    save_model(run_dir / ("model_last" if selected else "model"), model, cfg, splits, init_record, head, p.epochs,
+               results["last"]["val"])
     if selected:
         model.load_state_dict(best_head, strict=False)
         results["best_val"] = {"epoch": best["epoch"], "val": evaluate(splits.val, val),
                                "test": evaluate(splits.test, test) if test else None}
-        save_model(run_dir / "model", model, cfg, splits, init_record, "linear_probe", best["epoch"],
+        save_model(run_dir / "model", model, cfg, splits, init_record, head, best["epoch"],
                    results["best_val"]["val"])
     write_results(run_dir, results, splits.classes, run_dir / "reports", f"linear probe (cached) on {splits.name}")
     return FinetuneResult(run_dir, "linear_probe", step, loss, results)

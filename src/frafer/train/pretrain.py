@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from frafer.config import PretrainConfig
+from frafer.config.loader import PretrainConfig
 from frafer.data.batch_augment import BatchedViewColour
 from frafer.data.formats.folders import list_images
 from frafer.data.formats.pairs import read_pairs

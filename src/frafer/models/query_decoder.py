@@ -1,4 +1,4 @@
-"""Projection / prediction MLPs, the 2-D sine positional encoding and the facial-query decoder."""
+"""The facial-query decoder: learnable queries attend to the trunk's feature map (with DETR's 2-D sine encoding)."""
 
 from __future__ import annotations
 
@@ -6,33 +6,6 @@ import math
 
 import torch
 from torch import nn
-
-
-class MLP(nn.Module):
-    """Linear → BatchNorm → ReLU → Linear, neither Linear with a bias: every FRA projector and predictor.
-
-    Works on (..., in_dim): leading dims are flattened, so batch-norm statistics span them all (B for global
-    embeddings, B·H·W for the dense projector, B·N for region embeddings).
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim, bias=False),
-            nn.BatchNorm1d(hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim, bias=False),
-        )
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm1d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        return self.net(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
 
 
 def sine_position_encoding(h: int, w: int, dim: int, device=None, temperature: float = 10000.0) -> torch.Tensor:

@@ -1,30 +1,29 @@
-"""Typed configuration: dataclass schema, YAML loading and dotted `key=value` overrides.
+"""The typed configuration schema: every section as a dataclass whose fields carry a default, a help line and bounds.
 
-Every constant of the method is a field here with its docs/method.md default, and a one-line `help`.
-A mistake (unknown key, wrong type, impossible value) raises FraferError naming the key and what is allowed.
+Every constant of the method is a field with its docs/method.md default. This module is the bottom of the package
+(data, models and methods read their sections from it); reading recipes, overrides and checks live in
+`frafer.config.loader`, and each pre-training method declares its own sections in its file (`frafer.methods`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from frafer.errors import FraferError
 
-
-def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+def option(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
     """A schema field with a default, a help line and optional numeric bounds [lo, hi] (lo exclusive if lo_open)."""
     meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
+
+
+_f = option  # the short name the sections below use
 
 Arch = Literal["resnet18", "resnet34", "resnet50", "resnet50_slim"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -103,21 +102,6 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
-    lambda_c: float = _f(0.5, "weight of the global (instance) term in L_c (1 = no local term)", lo=0, hi=1)
-    lambda_r: float = _f(0.1, "weight of the relation loss L_r", lo=0)
-    decorrelation: bool = _f(True, "add the official code's region decorrelation term to L_local")
-    decorrelation_weight: float = _f(0.02, "weight of the decorrelation term", lo=0)
-    student_temperature: float = _f(0.1, "softmax temperature of online assignments", lo=0, lo_open=True)
-    teacher_temperature: float = _f(0.04, "softmax temperature of momentum assignments", lo=0, lo_open=True)
-    sinkhorn_iterations: int = _f(3, "Sinkhorn-Knopp iterations on teacher assignments", lo=0)
-    mean_entropy_weight: float = _f(1.0, "weight of the mean-entropy term in the relation loss", lo=0)
-    relation_views: Literal["mean", "sum"] = _f("mean", "combine R(view1), R(view2): mean (code) or sum (paper)")
-    diversity_mode: Literal["subtract", "add"] = _f("subtract", "diversity term: L - lambda*delta or L + lambda*delta")
-    diversity_weight: float = _f(0.0, "lambda of the diversity term (0 = off; report: 0.01 subtract)", lo=0)
-
-
-@dataclass
 class OptimConfig:
     optimizer: Literal["lars", "sgd"] = _f("lars", "LARS (FRA, BYOL) or SGD with momentum (MoCo v2; weight decay on "
                                                    "every parameter, as its code)")
@@ -188,25 +172,15 @@ class MonitorConfig:
 
 
 @dataclass
-class MocoConfig:
-    dim: int = _f(128, "MoCo v2 embedding width", lo=1)
-    hidden_dim: int = _f(0, "hidden width of the 2-layer projection head (0 = the trunk's width: 2048 on a "
-                            "ResNet-50)", lo=0)
-    queue_size: int = _f(65536, "keys kept in the queue of negatives", lo=1)
-    temperature: float = _f(0.2, "InfoNCE temperature", lo=0, lo_open=True)
-    bn_batch: int = _f(32, "images per batch-norm batch for shuffle-BN (MoCo v2: 256 over 8 GPUs = 32); must "
-                           "divide the per-process batch", lo=1)
+class PretrainSchema:
+    """The sections every pre-training method shares. Each method adds its own (FRA's `loss`, MoCo v2's `moco`):
+    `frafer.config.loader.PretrainConfig` is this plus the sections the method registry declares."""
 
-
-@dataclass
-class PretrainConfig:
-    method: Literal["fra", "byol", "moco_v2"] = _f("fra", "pre-training method (`frafer methods` lists them); "
-                                                          "its own defaults apply under the recipe")
+    method: str = _f("fra", "pre-training method (`frafer methods` lists them); its own defaults apply under the "
+                            "recipe")
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    moco: MocoConfig = field(default_factory=MocoConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -352,270 +326,6 @@ class FinetuneConfig:
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
 
 
-# --------------------------------------------------------------------------- building from plain data
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (tuple, list):
-        args = typing.get_args(tp)
-        inner = _type_name(args[0]) if args else "value"
-        n = "" if origin is list or (len(args) == 2 and args[1] is Ellipsis) else f" of {len(args)}"
-        return f"list{n} of {inner}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check `value` against the annotated type `tp`, converting where unambiguous (int → float, list → tuple)."""
-    origin = typing.get_origin(tp)
-    bad = FraferError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise FraferError(f"config key '{key}': must be one of {_type_name(tp)}, got {value!r}")
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        args = typing.get_args(tp)
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise FraferError(f"config key '{key}': expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
-        return origin(_coerce(key, v, args[0]) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unions are not supported in the schema ({key})")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if tp is str:
-        if value is None:
-            return ""
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise bad
-        return str(value)
-    raise TypeError(f"unsupported schema type {tp!r} for {key}")
-
-
-def _check_bounds(key: str, value: Any, meta: dict) -> None:
-    lo, hi = meta.get("lo"), meta.get("hi")
-    values = value if isinstance(value, (list, tuple)) else [value]
-    for v in values:
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            continue
-        too_low = lo is not None and (v <= lo if meta.get("lo_open") else v < lo)
-        too_high = hi is not None and v > hi
-        if too_low or too_high:
-            left = "(" if meta.get("lo_open") else "["
-            rng = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            raise FraferError(f"config key '{key}': {v!r} is outside the allowed range {rng}")
-
-
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise FraferError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        key = prefix + str(unknown[0])
-        raise FraferError(f"unknown config key '{key}' (known here: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, value in data.items():
-        key, tp = prefix + name, hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value if value is not None else {}, key + ".")
-        else:
-            kwargs[name] = _coerce(key, value, tp)
-            _check_bounds(key, kwargs[name], fields[name].metadata)
-    return cls(**kwargs)
-
-
-def _validate_std_and_blocks(cfg) -> None:
-    """Rules both schemas share: a positive normalisation std and, when given, four positive stage depths."""
-    if any(s <= 0 for s in cfg.aug.std):
-        raise FraferError(f"config key 'aug.std': must be positive, got {cfg.aug.std}")
-    if cfg.model.blocks and (len(cfg.model.blocks) != 4 or min(cfg.model.blocks) < 1):
-        raise FraferError(f"config key 'model.blocks': need 4 positive counts, got {cfg.model.blocks}")
-
-
-def _validate(cfg: PretrainConfig) -> None:
-    """Cross-field rules that no single field can express."""
-    lo, hi = cfg.aug.crop_scale
-    if not 0 < lo <= hi <= 1:
-        raise FraferError(f"config key 'aug.crop_scale': need 0 < min <= max <= 1, got {cfg.aug.crop_scale}")
-    for name in ("blur_p", "solarize_p"):
-        for p in getattr(cfg.aug, name):
-            if not 0 <= p <= 1:
-                raise FraferError(f"config key 'aug.{name}': probabilities must lie in [0, 1], got {p}")
-    if not 0 < cfg.aug.blur_sigma[0] <= cfg.aug.blur_sigma[1]:
-        raise FraferError(f"config key 'aug.blur_sigma': need 0 < min <= max, got {cfg.aug.blur_sigma}")
-    _validate_std_and_blocks(cfg)
-    if cfg.model.query_dim % cfg.model.decoder_heads:
-        raise FraferError(
-            f"config key 'model.decoder_heads': {cfg.model.decoder_heads} must divide model.query_dim "
-            f"({cfg.model.query_dim})"
-        )
-    if cfg.optim.ema_final < cfg.optim.ema_base:
-        raise FraferError("config key 'optim.ema_final': must be >= optim.ema_base")
-    _validate_method(cfg)
-    if cfg.data.source in ("folder", "vggface2") and not cfg.data.root:
-        raise FraferError(f"config key 'data.root': required for data.source={cfg.data.source}")
-    if bool(cfg.monitor.verify_pairs) != bool(cfg.monitor.verify_root):
-        raise FraferError("config keys 'monitor.verify_pairs' and 'monitor.verify_root' go together")
-    if bool(cfg.monitor.knn_train_root) != bool(cfg.monitor.knn_val_root):
-        raise FraferError("config keys 'monitor.knn_train_root' and 'monitor.knn_val_root' go together")
-
-
-_METHOD_SECTIONS = {"loss": LossConfig, "moco": MocoConfig}
-
-
-def _validate_method(cfg: PretrainConfig) -> None:
-    """A method's own sections are its alone: FRA's loss weights set in a BYOL run would be silently unused."""
-    from frafer.methods import get_method
-
-    owns = get_method(cfg.method).owns
-    for section, schema in _METHOD_SECTIONS.items():
-        if section in owns:
-            continue
-        changed = [k for k, v in to_dict(getattr(cfg, section)).items() if v != to_dict(schema())[k]]
-        if changed:
-            raise FraferError(f"config key '{section}.{changed[0]}': belongs to another method than "
-                              f"method={cfg.method} (which has no use for it); remove it or choose that method")
-    if cfg.method == "fra" and cfg.loss.lambda_c == 1.0 and cfg.loss.lambda_r == 0.0 and not cfg.loss.diversity_weight:
-        raise FraferError("config keys 'loss.lambda_c=1' and 'loss.lambda_r=0' leave FRA without its local branch: "
-                          "that is BYOL; set method: byol (loss weights no longer choose the method)")
-    if cfg.method == "moco_v2" and cfg.train.sync_bn:
-        raise FraferError("config key 'train.sync_bn': MoCo v2 relies on shuffle-BN (moco.bn_batch); batch-norm "
-                          "over the global batch would let keys and queries share statistics, so it stays off")
-
-
-def _validate_finetune(cfg: FinetuneConfig) -> None:
-    if not cfg.data.root:
-        raise FraferError("config key 'data.root': required (the dataset's folder in its native layout)")
-    if cfg.data.folds > 0 and cfg.data.fold >= cfg.data.folds:
-        raise FraferError(f"config key 'data.fold': {cfg.data.fold} must be below data.folds={cfg.data.folds}")
-    if cfg.data.fold_column and (cfg.data.folds or cfg.data.format != "folders" or not cfg.data.subjects_csv):
-        raise FraferError("config key 'data.fold_column': needs data.format=folders and data.subjects_csv (the CSV "
-                          "holding the column), and replaces data.folds (leave it 0)")
-    if cfg.data.folds == 1:
-        raise FraferError("config key 'data.folds': k-fold needs at least 2 folds (or -1 = leave one subject out)")
-    lo, hi = cfg.aug.erase_scale
-    if not 0 < lo <= hi < 1:
-        raise FraferError(f"config key 'aug.erase_scale': need 0 < min <= max < 1, got {cfg.aug.erase_scale}")
-    _validate_std_and_blocks(cfg)
-    if cfg.data.crowd_mode != "none" and cfg.data.format not in ("ferplus", "synthetic"):
-        raise FraferError(
-            f"config key 'data.crowd_mode': {cfg.data.crowd_mode} needs annotator votes, which only the ferplus and "
-            f"synthetic formats carry (data.format={cfg.data.format})"
-        )
-    if cfg.data.crowd_mode == "multilabel" and cfg.optim.label_smoothing:
-        raise FraferError("config key 'optim.label_smoothing': crowd_mode=multilabel accepts any of several classes "
-                          "and has no single target to smooth; set it to 0")
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=3` → ("a.b", 3); the value is read as YAML, so `x=[1,2]`, `x=true`, `x=1e-3` work."""
-    if "=" not in text:
-        raise FraferError(f"override '{text}': expected key=value, e.g. optim.base_lr=0.5")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise FraferError(f"override '{text}': empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def _set_dotted(tree: dict, key: str, value: Any) -> None:
-    node = tree
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise FraferError(f"config key '{key}': '{part}' is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def read_yaml(path: str | Path, _within: tuple[Path, ...] = ()) -> dict:
-    """A recipe as a plain tree. `base: other.yaml` (relative to the recipe) starts it from another recipe's tree,
-    section by section, so blocks several recipes share are written once."""
-    path = Path(path)
-    if not path.is_file():
-        raise FraferError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise FraferError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise FraferError(f"config file {path}: expected a mapping at the top level")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not isinstance(base, str) or not base:
-        raise FraferError(f"config file {path}: 'base' must name another recipe file, got {base!r}")
-    base_path = path.parent / base
-    if base_path.resolve() in (*_within, path.resolve()):
-        raise FraferError(f"config file {path}: 'base: {base}' leads back to itself")
-    return _merge(read_yaml(base_path, (*_within, path.resolve())), data)
-
-
-def _merge(base: dict, top: dict) -> dict:
-    """`top` over `base`, section by section."""
-    out = _deep_copy(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _with_method_defaults(tree: dict) -> dict:
-    """The recipe over its method's own defaults (MoCo v2's SGD and augmentation, …) over the schema's."""
-    from frafer.methods import get_method
-
-    name = tree.get("method", "fra")
-    if not isinstance(name, str):
-        raise FraferError(f"config key 'method': expected a name, got {name!r}")
-    return _merge(get_method(name).defaults, tree)
-
-
-def build_config(tree: dict, overrides: list[str] = (), cls: type = PretrainConfig) -> Any:
-    """Plain nested dict (+ dotted overrides) → validated config dataclass."""
-    tree = _deep_copy(tree)
-    for text in overrides:
-        _set_dotted(tree, *parse_override(text))
-    if cls is PretrainConfig:
-        tree = _with_method_defaults(tree)
-    cfg = _build(cls, tree, "")
-    if isinstance(cfg, PretrainConfig):
-        _validate(cfg)
-    if isinstance(cfg, FinetuneConfig):
-        _validate_finetune(cfg)
-    return cfg
-
-
-def load_config(path: str | Path | None, overrides: list[str] = (), cls: type = PretrainConfig) -> Any:
-    """Load a YAML recipe (or the schema defaults when path is None) and apply `key=value` overrides."""
-    return build_config(read_yaml(path) if path else {}, overrides, cls)
-
-
 def to_dict(cfg: Any) -> dict:
     """Config → plain dict (tuples as lists) suitable for YAML / JSON."""
 
@@ -631,21 +341,3 @@ def to_dict(cfg: Any) -> dict:
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def describe(cls: type = PretrainConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted key, default, help) for every field: the schema's own documentation."""
-    rows = []
-    hints = typing.get_type_hints(cls)
-    default = cls()
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            rows += describe(tp, prefix + f.name + ".")
-        else:
-            rows.append((prefix + f.name, getattr(default, f.name), f.metadata.get("help", "")))
-    return rows
-
-
-def _deep_copy(tree: dict) -> dict:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in tree.items()}

@@ -1,7 +1,8 @@
-"""FRA's self-supervised losses (semantic consistency, semantic relation, diversity) and BYOL's.
+"""FRA's self-supervised losses: semantic consistency (global + local), semantic relation, diversity.
 
 Pure functions of tensors (sums over the global batch go through `frafer.collectives`, a no-op on one process).
-Everything is computed in float32 whatever the autocast precision of the forward pass.
+Everything is computed in float32 whatever the autocast precision of the forward pass. The global term is BYOL's
+(`frafer.losses.byol_loss.instance_loss`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from frafer.collectives import all_reduce_sum, global_count
-
-
-def regression(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """BYOL's normalised squared error D(p, z) = 2 − 2·cos(p, z) along the last dim; z is a stop-gradient target."""
-    return 2.0 - 2.0 * F.cosine_similarity(p.float(), z.detach().float(), dim=-1)
-
-
-def instance_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_inst = mean_b D(G_g(z_g^θ(v)), z_g^ξ(w)); pred, target: (B, D)."""
-    return regression(pred, target).mean()
+from frafer.losses.byol_loss import instance_loss, regression
 
 
 def local_loss(pred: torch.Tensor, target: torch.Tensor, decorrelation_weight: float = 0.02) -> torch.Tensor:
@@ -104,12 +96,6 @@ def heatmap_sharpness(heatmaps: torch.Tensor) -> dict[str, torch.Tensor]:
     p = heatmaps.detach().float()
     return {"hm_entropy": -(p * torch.log(p.clamp_min(1e-12))).sum(dim=1).mean(),
             "hm_maxprob": p.max(dim=1).values.mean()}
-
-
-def byol_loss(out: dict[str, list]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """BYOL's objective Σ_{(v,w) ∈ {(1,2),(2,1)}} L_inst from the global branch's outputs, and its parts."""
-    inst = sum(instance_loss(out["pred_global"][v], out["target_global"][w]) for v, w in ((0, 1), (1, 0)))
-    return inst, {"inst": inst.detach(), "loss": inst.detach()}
 
 
 def fra_loss(out: dict[str, list], cfg) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
