@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from frafer.data.batch_augment import BatchedViewColour
-from frafer.data.fer_dataset import FERSample, load_sample_image
-from frafer.data.formats.fer2013 import read_fer2013
-from frafer.data.images import load_rgb
-from frafer.data.synthetic import SyntheticFaces
-from frafer.data.transforms import TwoViewTransform, build_eval_transform
+from frafer.data.fer.dataset import FERSample, load_sample_image
+from frafer.data.pipelines.batch_augment import BatchedViewColour
+from frafer.data.pipelines.transforms import TwoViewTransform, build_eval_transform
+from frafer.data.readers.fer2013 import read_fer2013
+from frafer.data.readers.images import load_rgb
+from frafer.data.synthetic.renderer import SyntheticFaces
 from frafer.eval.features import frozen_pass, pooled_trunk
 from frafer.models.backbones import build_trunk
 

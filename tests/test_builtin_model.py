@@ -12,7 +12,7 @@ import frafer.pretrained as pretrained
 from frafer.artifacts.bundle import save_bundle
 from frafer.artifacts.trunk_init import TrunkLayout
 from frafer.cli import main
-from frafer.data.sampling import fit_batch
+from frafer.data.pipelines.sampling import fit_batch
 from frafer.errors import FraferError
 from frafer.infer.cam import ClassActivationMaps, default_cam_layer
 from frafer.infer.draw import face_panel, region_sharpness, regions_formed

@@ -1,11 +1,11 @@
-"""FERPlus crowd-vote targets (frafer.data.crowd) against hand-worked vote counts."""
+"""FERPlus crowd-vote targets (frafer.data.fer.crowd) against hand-worked vote counts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from frafer.data.crowd import (
+from frafer.data.fer.crowd import (
     CROWD_MODES,
     VOTE_COLUMNS,
     clean_votes,
@@ -15,7 +15,7 @@ from frafer.data.crowd import (
     majority_label,
     votes_from_ferplus,
 )
-from frafer.data.fer_dataset import NO_LABEL, FERSample
+from frafer.data.fer.dataset import NO_LABEL, FERSample
 
 
 def votes(**counts: float) -> np.ndarray:

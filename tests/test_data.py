@@ -15,11 +15,8 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import DataLoader
 
-from frafer.data.formats.folders import list_images
-from frafer.data.formats.vggface2 import enlarge_box, list_vggface2, read_loose_boxes
-from frafer.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_rgb
-from frafer.data.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
-from frafer.data.transforms import (
+from frafer.data.pipelines.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
+from frafer.data.pipelines.transforms import (
     VGGFACE2_MEAN,
     VGGFACE2_STD,
     TwoViewTransform,
@@ -27,6 +24,9 @@ from frafer.data.transforms import (
     build_eval_transform,
     build_view_transform,
 )
+from frafer.data.readers.folders import list_images
+from frafer.data.readers.images import IMAGE_EXTENSIONS, UnreadableImage, load_rgb
+from frafer.data.readers.vggface2 import enlarge_box, list_vggface2, read_loose_boxes
 from frafer.errors import FraferError
 
 # ----------------------------------------------------------------------------- fixtures

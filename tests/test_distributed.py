@@ -117,7 +117,7 @@ def test_torchrun_finetune_end_to_end(tmp_path):
     import subprocess
     import sys
 
-    from frafer.data.synthetic import write_synthetic_dataset
+    from frafer.data.synthetic.renderer import write_synthetic_dataset
     from tests.test_finetune import TINY
 
     train = write_synthetic_dataset(tmp_path / "train", 32, size=32, num_identities=8, seed=0, usage="Training")

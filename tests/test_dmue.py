@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from frafer.artifacts.bundle import load_bundle
 from frafer.config.loader import build_config
 from frafer.config.schema import DMUEConfig, FinetuneConfig
-from frafer.data.fer_splits import prepare_splits
-from frafer.data.synthetic import write_synthetic_dataset
-from frafer.data.transforms import build_eval_transform
+from frafer.data.fer.splits import prepare_splits
+from frafer.data.pipelines.transforms import build_eval_transform
+from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.eval.evaluate import evaluate_samples
 from frafer.losses.dmue import (

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from frafer.data.images import load_rgb
+from frafer.data.readers.images import load_rgb
 from frafer.errors import FraferError
 from frafer.eval.features import frozen_pass, pooled_trunk
 from frafer.models.backbones import build_trunk

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from frafer.data.crowd import VOTE_COLUMNS
-from frafer.data.fer_dataset import NO_LABEL, FERDataset, load_sample_image
-from frafer.data.formats import FER_FORMATS, read_fer_dataset
-from frafer.data.formats.affectnet import read_affectnet
-from frafer.data.formats.class_folders import read_class_folders
-from frafer.data.formats.fer2013 import read_fer2013, read_fer2013_pixels
-from frafer.data.formats.ferplus import read_ferplus
-from frafer.data.formats.rafdb import read_rafdb
-from frafer.data.formats.synthetic_faces import read_synthetic, read_synthetic_roots
-from frafer.data.labels import EXPRESSIONS, FERPLUS_COLUMNS
-from frafer.data.synthetic import write_synthetic_dataset
+from frafer.data.fer.crowd import VOTE_COLUMNS
+from frafer.data.fer.dataset import NO_LABEL, FERDataset, load_sample_image
+from frafer.data.fer.labels import EXPRESSIONS, FERPLUS_COLUMNS
+from frafer.data.readers.affectnet import read_affectnet
+from frafer.data.readers.class_folders import read_class_folders
+from frafer.data.readers.fer2013 import read_fer2013, read_fer2013_pixels
+from frafer.data.readers.fer_formats import FER_FORMATS, read_fer_dataset
+from frafer.data.readers.ferplus import read_ferplus
+from frafer.data.readers.rafdb import read_rafdb
+from frafer.data.readers.synthetic_faces import read_synthetic, read_synthetic_roots
+from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 
 AFFECTNET_HEADER = (
@@ -242,7 +242,7 @@ def test_fer2013_codes_splits_pixels_and_malformed_rows(tmp_path):
 
 
 def test_fer2013_is_parsed_once_and_the_cache_follows_the_file(tmp_path, monkeypatch, capsys):
-    from frafer.data.formats import fer2013 as fer2013_module
+    from frafer.data.readers.fer_formats import fer2013 as fer2013_module
 
     path = make_fer2013(tmp_path / "fer2013.csv")
     first = read_fer2013_pixels(path)
@@ -267,7 +267,7 @@ def test_fer2013_is_parsed_once_and_the_cache_follows_the_file(tmp_path, monkeyp
 
 
 def test_fer2013_cache_goes_to_the_user_cache_when_the_folder_is_read_only(tmp_path, monkeypatch):
-    from frafer.data.formats import fer2013 as fer2013_module
+    from frafer.data.readers.fer_formats import fer2013 as fer2013_module
 
     path = make_fer2013(tmp_path / "data" / "fer2013.csv")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from frafer.data.crowd import CROWD_MODES
+from frafer.data.fer.crowd import CROWD_MODES
 from frafer.losses.classification import classification_loss, crowd_loss, multilabel_loss, soft_cross_entropy
 
 LN2 = math.log(2.0)

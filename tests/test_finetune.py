@@ -25,11 +25,11 @@ from frafer.artifacts.trunk_init import TrunkLayout, load_trunk, rescale_to_init
 from frafer.cli import main
 from frafer.config.loader import build_config, load_config
 from frafer.config.schema import FinetuneConfig
-from frafer.data.fer_dataset import FERImages, FERSample, collate_fer
-from frafer.data.fer_splits import class_balanced_weights, make_targets, prepare_splits
-from frafer.data.labels import EXPRESSIONS
-from frafer.data.sampling import EpochBatchSampler, sample_seed
-from frafer.data.synthetic import write_synthetic_dataset
+from frafer.data.fer.dataset import FERImages, FERSample, collate_fer
+from frafer.data.fer.labels import EXPRESSIONS
+from frafer.data.fer.splits import class_balanced_weights, make_targets, prepare_splits
+from frafer.data.pipelines.sampling import EpochBatchSampler, sample_seed
+from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.eval import reports as metrics_module
 from frafer.eval.evaluate import evaluate_bundle

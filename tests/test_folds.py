@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frafer.data.fer_dataset import FERDataset, FERSample
-from frafer.data.folds import check_disjoint_splits, holdout_split, leave_one_subject_out, subject_folds
+from frafer.data.fer.dataset import FERDataset, FERSample
+from frafer.data.fer.folds import check_disjoint_splits, holdout_split, leave_one_subject_out, subject_folds
 from frafer.errors import FraferError
 
 SUBJECT_SIZES = {"S01": 9, "S02": 7, "S03": 6, "S04": 5, "S05": 4, "S06": 3, "S07": 3, "S08": 2, "S09": 2, "S10": 1}
@@ -112,7 +112,7 @@ def test_check_disjoint_splits(tmp_path):
 
 
 def test_column_folds_follow_the_dataset_and_refuse_a_subject_in_two_folds():
-    from frafer.data.folds import column_folds
+    from frafer.data.fer.folds import column_folds
 
     samples = [FERSample(image=Path(f"{i}.png"), label=0, key=str(i), subject=f"s{i // 2}", fold=str(i // 4 + 1))
                for i in range(12)]  # folds "1", "2", "3"; subjects two images each, never split

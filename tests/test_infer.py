@@ -17,13 +17,14 @@ from frafer.artifacts.onnx_export import export_onnx
 from frafer.cli import main
 from frafer.config.loader import build_config, load_config
 from frafer.config.schema import FinetuneConfig
-from frafer.data.framing import FER2013_TEMPLATE, FRAMINGS, Framing, crop_face, face_transform, square_box
-from frafer.data.labels import BASIC_EXPRESSIONS
-from frafer.data.synthetic import compose_group_picture, render_face, write_synthetic_dataset
+from frafer.data.fer.framing import FER2013_TEMPLATE, FRAMINGS, Framing
+from frafer.data.fer.labels import BASIC_EXPRESSIONS
+from frafer.data.synthetic.renderer import compose_group_picture, render_face, write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.infer import batch as batch_module
 from frafer.infer.batch import csv_header, run_predict
 from frafer.infer.detect import build_detector, haar_detector, mtcnn_detector
+from frafer.infer.face_crop import crop_face, face_transform, square_box
 from frafer.infer.predictor import Predictor
 from frafer.models.fra_networks import Network
 from frafer.train.finetune import finetune

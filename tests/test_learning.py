@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from frafer.config.loader import load_config
-from frafer.data.synthetic import write_synthetic_dataset
+from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.train.pretrain import pretrain
 from tests.test_pretrain import TINY
 

@@ -9,7 +9,7 @@ import torchvision
 from frafer.artifacts.checkpoint import latest_checkpoint, load_weights, save_weights
 from frafer.cli import main
 from frafer.config.loader import load_config
-from frafer.data.synthetic import write_synthetic_dataset
+from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.methods import fra as fra_method
 from frafer.optim import lr_at, momentum_at
@@ -205,7 +205,7 @@ def test_gradient_clipping_limits_the_plain_sgd_updates(faces, tmp_path):
 
 
 def test_vggface2_layout_with_loose_boxes(tmp_path):
-    from frafer.data.synthetic import SyntheticFaces
+    from frafer.data.synthetic.renderer import SyntheticFaces
 
     root, faces = tmp_path / "vggface2" / "train", SyntheticFaces(12, size=48, num_identities=3)
     rows = ["NAME_ID,X,Y,W,H"]
@@ -223,7 +223,7 @@ def test_vggface2_layout_with_loose_boxes(tmp_path):
 
 
 def test_synthetic_source_renders_with_the_configured_expression_gain():
-    from frafer.data.synthetic import SyntheticFaces
+    from frafer.data.synthetic.renderer import SyntheticFaces
     from frafer.train.pretrain import build_pretrain_dataset
 
     keys = ["data.source=synthetic", "data.image_size=32", "data.synthetic.num_images=7"]

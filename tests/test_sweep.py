@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from frafer.cli import main
-from frafer.data.synthetic import write_synthetic_dataset
+from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.experiments.heatmap_panels import TILE
 from frafer.experiments.plots import plot_metric_against_axes, plot_metric_by_setting, setting_label, varying_axes

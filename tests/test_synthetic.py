@@ -1,4 +1,4 @@
-"""Tests for the procedural synthetic faces (frafer.data.synthetic)."""
+"""Tests for the procedural synthetic faces (frafer.data.synthetic.renderer)."""
 
 import csv
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from frafer.data.labels import BASIC_EXPRESSIONS, FERPLUS_COLUMNS
-from frafer.data.synthetic import (
+from frafer.data.fer.labels import BASIC_EXPRESSIONS, FERPLUS_COLUMNS
+from frafer.data.synthetic.renderer import (
     EXPRESSION_GAIN,
     EXPRESSION_TO_FERPLUS,
     SyntheticFace,

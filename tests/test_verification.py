@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from frafer.data.formats.pairs import Pair, read_cfp_pairs, read_lfw_pairs, read_pairs
+from frafer.data.readers.pairs import Pair, read_cfp_pairs, read_lfw_pairs, read_pairs
 from frafer.errors import FraferError
 from frafer.eval.pair_scores import best_threshold, embed_images, evaluate_pairs, kfold_accuracy, roc_auc
 

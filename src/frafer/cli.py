@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
                     "classifier's Grad-CAM, and FRA's region maps when the bundle has them")
     pr.add_argument("--framing", default="", metavar="PRESET",
                     help="cut detected faces with this preset (fer2013, rafdb, affectnet, synthetic, box: "
-                         "data/framing.py) instead of the framing the bundle records")
+                         "data/fer/framing.py) instead of the framing the bundle records")
     pr.add_argument("--heatmap-trunk", default="pretrained", choices=["pretrained", "finetuned"],
                     help="trunk under the region heatmaps (default: the pre-trained one the regions were learnt on)")
     pr.add_argument("--every", type=int, default=1, metavar="K", help="videos: process every K-th frame")

@@ -22,8 +22,8 @@ from PIL import Image
 
 from frafer.config.loader import load_config
 from frafer.config.schema import FinetuneConfig
-from frafer.data.labels import BASIC_EXPRESSIONS
-from frafer.data.synthetic import compose_group_picture, render_face, write_synthetic_dataset
+from frafer.data.fer.labels import BASIC_EXPRESSIONS
+from frafer.data.synthetic.renderer import compose_group_picture, render_face, write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.eval.reports import markdown_table
 from frafer.train.finetune import finetune, linear_probe

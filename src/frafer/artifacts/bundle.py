@@ -21,8 +21,8 @@ import torch
 from frafer.artifacts.checkpoint import WEIGHTS, load_weights, save_weights
 from frafer.artifacts.regions import REGIONS_FILE, load_regions, save_regions
 from frafer.artifacts.trunk_init import TrunkLayout
-from frafer.data.framing import Framing, framing_for_format
-from frafer.data.transforms import build_eval_transform
+from frafer.data.fer.framing import Framing, framing_for_format
+from frafer.data.pipelines.transforms import build_eval_transform
 from frafer.errors import FraferError
 from frafer.files import atomic_write_text
 from frafer.methods.heads import BUNDLE_NETWORKS

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from frafer.artifacts.checkpoint import load_weights, save_weights
 from frafer.config.schema import FinetuneConfig
-from frafer.data.fer_dataset import FERSample
+from frafer.data.fer.dataset import FERSample
 from frafer.errors import FraferError
 from frafer.files import atomic_write_text
 

@@ -97,7 +97,7 @@ def compare_with_torch(model: nn.Module, path: Path, faces: torch.Tensor, output
 def faces_for_check(bundle, folder: str | Path | None = None, count: int = 32) -> torch.Tensor | None:
     """Up to `count` real face crops, normalised as the bundle expects: from `folder`, else from the folder the
     bundle was trained on when it is still there; None when neither has images (the caller falls back to noise)."""
-    from frafer.data.images import first_images
+    from frafer.data.readers.images import first_images
 
     candidates = [folder] if folder else [bundle.info.get("data", {}).get("root")]
     transform = bundle.transform()

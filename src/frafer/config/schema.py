@@ -220,7 +220,7 @@ class FERDataConfig:
     )
     image_size: int = _f(224, "side of the network input in pixels", lo=16)
     framing: Literal["", "fer2013", "rafdb", "affectnet", "synthetic", "box"] = _f(
-        "", "how the training faces are framed, recorded in the bundle for predict (data/framing.py presets; "
+        "", "how the training faces are framed, recorded in the bundle for predict (data/fer/framing.py presets; "
             "empty = the format's own: fer2013/ferplus tight grey, rafdb aligned, affectnet box, folders box)")
     num_workers: int = _f(8, "data loader worker processes", lo=0)
     balanced_sampler: bool = _f(False, "sample classes equally often in training (docs/method.md: on for AffectNet)")

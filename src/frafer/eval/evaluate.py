@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from frafer.data.fer_dataset import FERSample, load_sample_image
+from frafer.data.fer.dataset import FERSample, load_sample_image
 from frafer.errors import FraferError
 from frafer.eval.features import frozen_pass
 from frafer.eval.reports import classification_report, write_report
@@ -52,7 +52,7 @@ def bundle_split(bundle, data_format: str | None, root: str | None, split: str, 
     """
     from frafer.config.loader import build_config
     from frafer.config.schema import FinetuneConfig
-    from frafer.data.fer_splits import CONTEMPT_CHOICE, prepare_splits, read_configured_dataset, relabel, uses_folds
+    from frafer.data.fer.splits import CONTEMPT_CHOICE, prepare_splits, read_configured_dataset, relabel, uses_folds
 
     recorded = dict(bundle.info.get("data", {}))
     data = {k: v for k, v in recorded.items() if k in _DATASET_KEYS}

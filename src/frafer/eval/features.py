@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from frafer.data.images import ImageItems, collate_indexed
+from frafer.data.readers.images import ImageItems, collate_indexed
 from frafer.errors import FraferError
 from frafer.precision import autocast
 

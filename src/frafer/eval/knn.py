@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frafer.data.images import load_rgb
-from frafer.data.labelled import class_folder_items
-from frafer.data.transforms import build_eval_transform
+from frafer.data.pipelines.transforms import build_eval_transform
+from frafer.data.readers.images import load_rgb
+from frafer.data.readers.labelled import class_folder_items
 from frafer.eval.features import frozen_pass, pooled_trunk
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from frafer.data.formats.pairs import Pair
-from frafer.data.images import load_rgb
+from frafer.data.readers.images import load_rgb
+from frafer.data.readers.pairs import Pair
 from frafer.errors import FraferError
 from frafer.eval.features import frozen_pass
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from frafer.data.formats.pairs import Pair, read_pairs
-from frafer.data.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
+from frafer.data.pipelines.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
+from frafer.data.readers.pairs import Pair, read_pairs
 from frafer.eval.features import pooled_trunk
 from frafer.eval.pair_scores import evaluate_pairs
 from frafer.files import atomic_write_text

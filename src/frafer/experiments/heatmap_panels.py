@@ -16,9 +16,9 @@ from PIL import Image, ImageDraw
 
 from frafer.artifacts.regions import region_model_from_pretraining
 from frafer.artifacts.trunk_init import resolve_init
-from frafer.data.images import first_images
-from frafer.data.synthetic import SyntheticFaces
-from frafer.data.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
+from frafer.data.pipelines.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
+from frafer.data.readers.images import first_images
+from frafer.data.synthetic.renderer import SyntheticFaces
 from frafer.errors import FraferError
 from frafer.experiments.sweep_spec import Sweep, stage_runs, stage_status
 from frafer.files import atomic_write

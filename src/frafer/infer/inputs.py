@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from frafer.data.images import IMAGE_EXTENSIONS, UnreadableImage, to_rgb
+from frafer.data.readers.images import IMAGE_EXTENSIONS, UnreadableImage, to_rgb
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: far above any camera, far below a bomb's billions

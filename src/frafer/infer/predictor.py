@@ -21,10 +21,11 @@ from PIL import Image
 from torchvision.transforms.v2.functional import resize
 
 from frafer.artifacts.bundle import Bundle, find_bundle, fingerprint, load_bundle
-from frafer.data.framing import FRAMINGS, crop_face
+from frafer.data.fer.framing import FRAMINGS
 from frafer.errors import FraferError
 from frafer.infer.cam import ClassActivationMaps
 from frafer.infer.detect import Face, build_detector
+from frafer.infer.face_crop import crop_face
 from frafer.infer.inputs import DEFAULT_MAX_PIXELS, as_rgb_array, read_image
 from frafer.models.region_model import RegionModel
 

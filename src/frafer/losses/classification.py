@@ -1,7 +1,7 @@
 """Expression-recognition losses, including the four FERPlus crowd-label modes (Barsoum et al. 2016).
 
 Pure functions of tensors: logits (B, C) from a classifier, targets built on the data side
-(`frafer.data.crowd.crowd_targets` / `draw_label`). Computed in float32 whatever the autocast precision.
+(`frafer.data.fer.crowd.crowd_targets` / `draw_label`). Computed in float32 whatever the autocast precision.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from tqdm import tqdm
 from frafer.artifacts.bundle import load_bundle
 from frafer.artifacts.trunk_init import TrunkLayout
 from frafer.config.schema import FinetuneConfig
-from frafer.data.fer_dataset import FERImages, collate_fer
-from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
-from frafer.data.sampling import EpochBatchSampler, fit_batch
-from frafer.data.transforms import build_eval_transform, build_fer_train_transform
+from frafer.data.fer.dataset import FERImages, collate_fer
+from frafer.data.fer.splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
+from frafer.data.pipelines.sampling import EpochBatchSampler, fit_batch
+from frafer.data.pipelines.transforms import build_eval_transform, build_fer_train_transform
 from frafer.engine import common, distributed, machine, session, speed
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.eval.evaluate import evaluate_samples

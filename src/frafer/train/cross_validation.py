@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from frafer.config.schema import FinetuneConfig, dump_yaml
-from frafer.data.fer_splits import fold_plan, prepare_splits, read_configured_dataset
+from frafer.data.fer.splits import fold_plan, prepare_splits, read_configured_dataset
 from frafer.engine import common
 from frafer.eval.reports import markdown_table
 from frafer.files import atomic_write_text

@@ -17,8 +17,8 @@ from frafer.artifacts.bundle import BUNDLE_FILE, load_bundle, save_bundle
 from frafer.artifacts.regions import region_model_from_pretraining
 from frafer.artifacts.trunk_init import TrunkLayout, is_random_init, load_trunk, rescale_to_init_norms
 from frafer.config.schema import FinetuneConfig, to_dict
-from frafer.data.fer_splits import FERSplits, uses_folds
-from frafer.data.framing import FRAMINGS, framing_for_format
+from frafer.data.fer.framing import FRAMINGS, framing_for_format
+from frafer.data.fer.splits import FERSplits, uses_folds
 from frafer.engine import common
 from frafer.eval.reports import markdown_table, write_report
 from frafer.files import atomic_write_text

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from frafer.artifacts.feature_store import FeatureStore, feature_identity
 from frafer.config.schema import FinetuneConfig
-from frafer.data.fer_dataset import FERSample, load_sample_image
-from frafer.data.fer_splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
-from frafer.data.sampling import EpochBatchSampler
-from frafer.data.transforms import build_eval_transform
+from frafer.data.fer.dataset import FERSample, load_sample_image
+from frafer.data.fer.splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
+from frafer.data.pipelines.sampling import EpochBatchSampler
+from frafer.data.pipelines.transforms import build_eval_transform
 from frafer.engine import common, distributed, machine, session
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.errors import FraferError

@@ -20,14 +20,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from frafer.config.loader import PretrainConfig
-from frafer.data.batch_augment import BatchedViewColour
-from frafer.data.formats.folders import list_images
-from frafer.data.formats.pairs import read_pairs
-from frafer.data.formats.vggface2 import list_vggface2
-from frafer.data.sampling import EpochBatchSampler
-from frafer.data.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
-from frafer.data.synthetic import SyntheticFaces
-from frafer.data.transforms import TwoViewTransform
+from frafer.data.pipelines.batch_augment import BatchedViewColour
+from frafer.data.pipelines.sampling import EpochBatchSampler
+from frafer.data.pipelines.ssl_dataset import SkipReport, UnlabelledImages, collate_two_views
+from frafer.data.pipelines.transforms import TwoViewTransform
+from frafer.data.readers.folders import list_images
+from frafer.data.readers.pairs import read_pairs
+from frafer.data.readers.vggface2 import list_vggface2
+from frafer.data.synthetic.renderer import SyntheticFaces
 from frafer.engine import common, distributed, machine, session, speed
 from frafer.engine.common import NonFiniteLoss
 from frafer.engine.metrics_log import MetricsLogger

@@ -74,7 +74,8 @@ def build_crop_transform(
 ) -> ImageTransform:
     """The first half of a BYOL view: PIL image -> (3, size, size) uint8 random resized crop, maybe flipped.
 
-    With `aug.on_device` the loader stops here and frafer.data.batch_augment does the colour half on the batch.
+    With `aug.on_device` the loader stops here and frafer.data.pipelines.batch_augment does the colour half on the
+    batch.
     """
     return v2.Compose(_crop_ops(size, crop_scale, flip_p))
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from frafer.data.fer_dataset import FERDataset, FERSample
+from frafer.data.fer.dataset import FERDataset, FERSample
 from frafer.errors import FraferError
 
 Fold = tuple[list[int], list[int]]  # (train indices, test indices) into the sample list

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from frafer.data.labels import BASIC_EXPRESSIONS, FERPLUS_COLUMNS
+from frafer.data.fer.labels import BASIC_EXPRESSIONS, FERPLUS_COLUMNS
 from frafer.errors import FraferError
 from frafer.files import atomic_write, atomic_write_text
 

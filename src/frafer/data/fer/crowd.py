@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from frafer.data.fer_dataset import NO_LABEL, FERSample
-from frafer.data.labels import EXPRESSIONS, FERPLUS_COLUMNS
+from frafer.data.fer.dataset import NO_LABEL, FERSample
+from frafer.data.fer.labels import EXPRESSIONS, FERPLUS_COLUMNS
 
 VOTE_COLUMNS = (*EXPRESSIONS, "unknown", "not_face")
 CROWD_MODES = ("majority", "multilabel", "probability", "crossentropy")

@@ -1,4 +1,4 @@
-"""Folders written by `frafer.data.synthetic.write_synthetic_dataset`, read back as an FERDataset.
+"""Folders written by `frafer.data.synthetic.renderer.write_synthetic_dataset`, read back as an FERDataset.
 
 Layout: `<root>/<expression>/<i:06d>.png`, `votes.csv` (`Usage,Image name,<10 FERPlus vote columns>`) and
 `meta.csv` (`Image name,identity,label,intensity`). The label is the generated expression (the class folder), the
@@ -12,9 +12,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from frafer.data.crowd import votes_from_ferplus
-from frafer.data.fer_dataset import FERDataset, FERSample, check_classes
-from frafer.data.formats.fer_common import (
+from frafer.data.fer.crowd import votes_from_ferplus
+from frafer.data.fer.dataset import FERDataset, FERSample, check_classes
+from frafer.data.fer.labels import BASIC_EXPRESSIONS, EXPRESSIONS, FERPLUS_COLUMNS
+from frafer.data.readers.fer_common import (
     add_skips,
     check_some_found,
     csv_rows,
@@ -24,7 +25,6 @@ from frafer.data.formats.fer_common import (
     require_dir,
     require_file,
 )
-from frafer.data.labels import BASIC_EXPRESSIONS, EXPRESSIONS, FERPLUS_COLUMNS
 from frafer.errors import FraferError
 
 VOTES_HEADER = ("Usage", "Image name", *FERPLUS_COLUMNS)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from frafer.data.fer_dataset import FERDataset, FERSample, check_classes
-from frafer.data.formats.fer_common import USAGE_SPLITS, add_skips, csv_rows, parse_int, parse_usage, require_file
-from frafer.data.labels import EXPRESSIONS
+from frafer.data.fer.dataset import FERDataset, FERSample, check_classes
+from frafer.data.fer.labels import EXPRESSIONS
+from frafer.data.readers.fer_common import USAGE_SPLITS, add_skips, csv_rows, parse_int, parse_usage, require_file
 from frafer.errors import FraferError
 from frafer.files import atomic_write
 

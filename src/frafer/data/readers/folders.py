@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from frafer.data.images import IMAGE_EXTENSIONS, is_image_file
+from frafer.data.readers.images import IMAGE_EXTENSIONS, is_image_file
 from frafer.errors import FraferError
 
 

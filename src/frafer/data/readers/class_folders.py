@@ -13,11 +13,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from frafer.data.fer_dataset import FERDataset, FERSample, check_classes
-from frafer.data.formats.fer_common import csv_rows, require_dir, require_file
-from frafer.data.formats.folders import list_images
-from frafer.data.images import is_image_file
-from frafer.data.labels import EXPRESSIONS
+from frafer.data.fer.dataset import FERDataset, FERSample, check_classes
+from frafer.data.fer.labels import EXPRESSIONS
+from frafer.data.readers.fer_common import csv_rows, require_dir, require_file
+from frafer.data.readers.folders import list_images
+from frafer.data.readers.images import is_image_file
 from frafer.errors import FraferError
 
 # Folder name (lower case) → canonical expression. "calm" is deliberately absent: RAVDESS-style data has calm

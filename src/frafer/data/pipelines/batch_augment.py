@@ -7,10 +7,10 @@ enough (benchmarks/data_pipeline.py prints both rates).
 
 Each op computes what torchvision's functional op of the same name computes on one image, with a factor per image
 (tests/test_batch_augment.py holds them to 1e-5), and the random draws follow the distributions of
-`frafer.data.transforms.build_view_transform`: same probabilities, ranges and order, not the same numbers. The draws
-are made on the CPU from a generator seeded by (seed, rank, step), so a batch's augmentation depends on nothing but
-its step (exact resume) and the global RNG that dropout uses is left alone; which images take which op is decided on
-the host, so the device never waits on a mask.
+`frafer.data.pipelines.transforms.build_view_transform`: same probabilities, ranges and order, not the same numbers.
+The draws are made on the CPU from a generator seeded by (seed, rank, step), so a batch's augmentation depends on
+nothing but its step (exact resume) and the global RNG that dropout uses is left alone; which images take which op
+is decided on the host, so the device never waits on a mask.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from frafer.data.transforms import VGGFACE2_MEAN, VGGFACE2_STD, blur_kernel_size
+from frafer.data.pipelines.transforms import VGGFACE2_MEAN, VGGFACE2_STD, blur_kernel_size
 
 # torchvision's rgb_to_grayscale weights (ITU-R 601 luma), used by its contrast, saturation and greyscale ops.
 LUMA = (0.2989, 0.587, 0.114)

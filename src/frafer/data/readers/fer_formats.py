@@ -1,20 +1,21 @@
-"""Native dataset formats. The labelled expression readers are registered in FER_FORMATS by name.
+"""The labelled expression readers by the name `data.format` gives them (FER_FORMATS), and `read_fer_dataset`.
 
 Every FER reader takes the dataset root first and returns an FERDataset whose labels index EXPRESSIONS.
 """
+
 
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
 
-from frafer.data.fer_dataset import FERDataset
-from frafer.data.formats.affectnet import read_affectnet
-from frafer.data.formats.class_folders import read_class_folders
-from frafer.data.formats.fer2013 import read_fer2013
-from frafer.data.formats.ferplus import read_ferplus
-from frafer.data.formats.rafdb import read_rafdb
-from frafer.data.formats.synthetic_faces import read_synthetic, read_synthetic_roots
+from frafer.data.fer.dataset import FERDataset
+from frafer.data.readers.affectnet import read_affectnet
+from frafer.data.readers.class_folders import read_class_folders
+from frafer.data.readers.fer2013 import read_fer2013
+from frafer.data.readers.ferplus import read_ferplus
+from frafer.data.readers.rafdb import read_rafdb
+from frafer.data.readers.synthetic_faces import read_synthetic, read_synthetic_roots
 from frafer.errors import FraferError
 
 FER_FORMATS = {

@@ -13,11 +13,11 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from frafer.data.fer_dataset import FERDataset, FERSample, check_classes
-from frafer.data.formats.class_folders import expression_id, unknown_class_error, visible_dirs
-from frafer.data.formats.fer_common import add_skips, check_some_found, csv_rows, parse_int, require_dir
-from frafer.data.formats.folders import list_images
-from frafer.data.labels import EXPRESSIONS
+from frafer.data.fer.dataset import FERDataset, FERSample, check_classes
+from frafer.data.fer.labels import EXPRESSIONS
+from frafer.data.readers.class_folders import expression_id, unknown_class_error, visible_dirs
+from frafer.data.readers.fer_common import add_skips, check_some_found, csv_rows, parse_int, require_dir
+from frafer.data.readers.folders import list_images
 from frafer.errors import FraferError
 
 HEADER = (

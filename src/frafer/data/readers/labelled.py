@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from frafer.data.formats.folders import list_images
+from frafer.data.readers.folders import list_images
 from frafer.errors import FraferError
 
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from frafer.data.images import Box, UnreadableImage, load_rgb
+from frafer.data.readers.images import Box, UnreadableImage, load_rgb
 from frafer.errors import FraferError
 
 Item = str | Path | tuple[str | Path, Box | None]

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from frafer.data.crowd import crowd_target, majority_label, votes_from_ferplus
-from frafer.data.fer_dataset import NO_LABEL, FERDataset, FERSample, check_classes
-from frafer.data.formats.fer2013 import read_fer2013_pixels
-from frafer.data.formats.fer_common import (
+from frafer.data.fer.crowd import crowd_target, majority_label, votes_from_ferplus
+from frafer.data.fer.dataset import NO_LABEL, FERDataset, FERSample, check_classes
+from frafer.data.fer.labels import EXPRESSIONS, FERPLUS_COLUMNS
+from frafer.data.readers.fer2013 import read_fer2013_pixels
+from frafer.data.readers.fer_common import (
     add_skips,
     check_some_found,
     csv_rows,
@@ -32,7 +33,6 @@ from frafer.data.formats.fer_common import (
     require_dir,
     require_file,
 )
-from frafer.data.labels import EXPRESSIONS, FERPLUS_COLUMNS
 from frafer.errors import FraferError
 
 NEW_CSV = "fer2013new.csv"

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from frafer.config.schema import FERDataConfig
-from frafer.data.crowd import crowd_targets, draw_label
-from frafer.data.fer_dataset import NO_LABEL, FERDataset, FERSample, check_classes
-from frafer.data.folds import (
+from frafer.data.fer.crowd import crowd_targets, draw_label
+from frafer.data.fer.dataset import NO_LABEL, FERDataset, FERSample, check_classes
+from frafer.data.fer.folds import (
     Fold,
     check_disjoint_splits,
     column_folds,
@@ -30,9 +30,9 @@ from frafer.data.folds import (
     leave_one_subject_out,
     subject_folds,
 )
-from frafer.data.formats import read_fer_dataset
-from frafer.data.formats.class_folders import EXPRESSION_ALIASES, expression_id
-from frafer.data.labels import EXPRESSIONS
+from frafer.data.fer.labels import EXPRESSIONS
+from frafer.data.readers.class_folders import EXPRESSION_ALIASES, expression_id
+from frafer.data.readers.fer_formats import read_fer_dataset
 from frafer.errors import FraferError
 
 
@@ -72,7 +72,7 @@ def read_configured_dataset(d: FERDataConfig) -> FERDataset:
     if d.extra_roots:
         if d.format != "synthetic":
             raise FraferError("config key 'data.extra_roots': only the synthetic format merges several roots")
-        from frafer.data.formats.synthetic_faces import read_synthetic_roots
+        from frafer.data.readers.synthetic_faces import read_synthetic_roots
 
         return read_synthetic_roots([d.root, *d.extra_roots])
     return read_fer_dataset(d.format, d.root, **options)

@@ -1,6 +1,6 @@
 """Labelled expression data in one shape, whatever its native format.
 
-Every format reader (`frafer.data.formats.*`) returns an `FERDataset`: named splits of `FERSample`s whose labels
+Every format reader (`frafer.data.readers.*`) returns an `FERDataset`: named splits of `FERSample`s whose labels
 are indices into the canonical vocabulary `EXPRESSIONS` (so class id 3 is "surprise" in every dataset), plus the
 counts of anything the reader skipped. `FERImages` turns one split into a torch Dataset.
 """
@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from frafer.data.images import UnreadableImage, load_rgb
-from frafer.data.labels import EXPRESSIONS
+from frafer.data.fer.labels import EXPRESSIONS
+from frafer.data.readers.images import UnreadableImage, load_rgb
 from frafer.errors import FraferError
 
 NO_LABEL = -1  # a sample known only by its votes (no majority): usable by crowd-label training, never evaluated
@@ -29,7 +29,7 @@ class FERSample:
 
     image: a file on disk, or (H, W) uint8 grey pixels read from a CSV (FER2013 / FERPlus).
     label: index into EXPRESSIONS, or NO_LABEL.
-    votes: (10,) annotator counts in VOTE_COLUMNS order (frafer.data.crowd), or None.
+    votes: (10,) annotator counts in VOTE_COLUMNS order (frafer.data.fer.crowd), or None.
     subject: the person, for subject-disjoint folds; None when unknown.
     box: (x, y, w, h) face crop applied on load, or None.
     key: a stable name (relative path or CSV row) used in reports and duplicate checks.

@@ -10,9 +10,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from frafer.data.fer_dataset import FERDataset, FERSample, check_classes
-from frafer.data.formats.fer_common import add_skips, check_some_found, parse_int, require_dir, require_file
-from frafer.data.labels import EXPRESSIONS
+from frafer.data.fer.dataset import FERDataset, FERSample, check_classes
+from frafer.data.fer.labels import EXPRESSIONS
+from frafer.data.readers.fer_common import add_skips, check_some_found, parse_int, require_dir, require_file
 from frafer.errors import FraferError
 
 LABEL_FILE = Path("EmoLabel", "list_patition_label.txt")

@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from frafer.data.formats.folders import list_images
-from frafer.data.images import IMAGE_EXTENSIONS, Box
+from frafer.data.readers.folders import list_images
+from frafer.data.readers.images import IMAGE_EXTENSIONS, Box
 from frafer.errors import FraferError
 
 log = logging.getLogger(__name__)
