@@ -150,3 +150,22 @@ def test_documented_layout_names_every_package_and_top_level_module(kind):
         documented = {x for x in listed if x.endswith(".py") and "/" not in x}
     assert actual <= documented, f"missing from docs/architecture.md's layout: {sorted(actual - documented)}"
     assert documented <= actual, f"docs/architecture.md's layout lists what is not there: {sorted(documented - actual)}"
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_test_folders_mirror_the_source_and_import_only_conftest():
+    """tests/<package>/ for src/frafer/<package>/; a test module's shared pieces come from conftest.py, never from
+    another test module (which would run its tests twice and tie their fixtures together)."""
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    packages = {p.name for p in SRC.iterdir() if (p / "__init__.py").is_file()}
+    assert folders <= packages, f"test folders with no package of that name: {sorted(folders - packages)}"
+    crossing = []
+    for path in TESTS.rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            crossing += [f"{path.relative_to(TESTS)} imports {n}" for n in names
+                         if n.startswith("tests.") and n != "tests.conftest"]
+    assert not crossing, crossing

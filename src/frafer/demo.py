@@ -31,7 +31,7 @@ from frafer.train.pretrain import pretrain
 
 FER_SPLITS = {"train": ("Training", 1400, 100), "val": ("PublicTest", 350, 25), "test": ("PrivateTest", 700, 50)}
 # Each method's change to the demo recipe (configs/demo.yaml is FRA's). MoCo v2's lr: its 0.03 per 256 images
-# barely moves a tiny trunk in 256 steps (tests/test_learning.py measured kNN +3.0 points against +12.6 at 0.3);
+# barely moves a tiny trunk in 256 steps (tests/train/test_learning.py measured kNN +3.0 points against +12.6 at 0.3);
 # its queue holds 16 batches of the 4096 faces, not 65,536 keys (16 epochs' worth, all stale).
 METHODS = {
     "FRA": [],

@@ -3,7 +3,7 @@
 `train.channels_last` stores images and conv weights NHWC, the layout oneDNN (CPU) and cuDNN's tensor-core kernels
 (GPU) run fastest; `train.compile` hands the model to torch.compile, which fuses the elementwise work around the
 convolutions and matrix products. channels_last changes float rounding only; compiled losses match eager ones for
-two steps, then part by ~1e-3 relative, which is not explained yet (tests/test_speed.py), so compile is off by
+two steps, then part by ~1e-3 relative, which is not explained yet (tests/engine/test_speed.py), so compile is off by
 default. channels_last is off by default too: with torch 2.14.1 on CPU, the backward pass of a 1x1 stride-2
 convolution of few channels (8 → 16) at an odd batch size corrupts memory and aborts the process (measured: width-8
 trunks at batch 7 or 9; widths 32 and up ran clean). Checkpoints are the same either way, so a run may be resumed

@@ -68,7 +68,7 @@ FRAMINGS: dict[str, Framing] = {
     # AffectNet: the annotated face box.
     "affectnet": Framing("affectnet", "box", margin=0.0, note="the face box, as AffectNet's annotations"),
     # frafer's synthetic faces: the head fills about 84 % of the image height, and MTCNN boxes the inner face;
-    # 0.2 was best of 0, 0.1, 0.2, 0.3, 0.4 for a model trained on whole synthetic images (tests/test_infer.py).
+    # 0.2 was best of 0, 0.1, 0.2, 0.3, 0.4 for a model trained on whole synthetic images (tests/infer/test_infer.py).
     "synthetic": Framing("synthetic", "box", margin=0.2, note="frafer's synthetic faces"),
     # Class folders of unknown provenance: a small margin around the detector box.
     "box": Framing("box", "box", margin=0.1, note="detector box with a 10 % margin"),

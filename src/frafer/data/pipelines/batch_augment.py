@@ -6,7 +6,7 @@ whole (B, 3, H, W) uint8 batch at once, which is what a GPU needs when the CPU c
 enough (benchmarks/data_pipeline.py prints both rates).
 
 Each op computes what torchvision's functional op of the same name computes on one image, with a factor per image
-(tests/test_batch_augment.py holds them to 1e-5), and the random draws follow the distributions of
+(tests/data/test_batch_augment.py holds them to 1e-5), and the random draws follow the distributions of
 `frafer.data.pipelines.transforms.build_view_transform`: same probabilities, ranges and order, not the same numbers.
 The draws are made on the CPU from a generator seeded by (seed, rank, step), so a batch's augmentation depends on
 nothing but its step (exact resume) and the global RNG that dropout uses is left alone; which images take which op

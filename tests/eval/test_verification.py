@@ -12,6 +12,7 @@ from PIL import Image
 from frafer.data.readers.pairs import Pair, read_cfp_pairs, read_lfw_pairs, read_pairs
 from frafer.errors import FraferError
 from frafer.eval.pair_scores import best_threshold, embed_images, evaluate_pairs, kfold_accuracy, roc_auc
+from tests.conftest import LFW_PAIRS, write_lfw
 
 # --- ROC AUC and the k-fold protocol -------------------------------------------------------------------------------
 
@@ -80,31 +81,10 @@ def test_kfold_rejects_one_fold_and_bad_scores():
 
 # --- fixtures in the native layouts --------------------------------------------------------------------------------
 
-COLOURS = {"Ann_A": (230, 30, 30), "Bob_B": (30, 230, 30), "Cat_C": (30, 30, 230), "Dan_D": (230, 230, 30)}
-
-# With the mean-colour embedding below, same pairs score 1 and each fold's different pairs score 1/3 and -1/3,
-# so every training threshold lies at 2/3, well clear of every held-out score.
-LFW_PAIRS = """2\t2
-Ann_A\t1\t2
-Bob_B\t1\t2
-Ann_A\t1\tDan_D\t2
-Cat_C\t1\tBob_B\t1
-Cat_C\t1\t2
-Dan_D\t1\t2
-Ann_A\t2\tCat_C\t2
-Bob_B\t2\tDan_D\t1
-"""
 
 
-def write_lfw(tmp_path: Path, pairs_text: str = LFW_PAIRS) -> Path:
-    """lfw/<name>/<name>_000n.jpg (8x8, one colour per person) and pairs.txt beside the image folder."""
-    root = tmp_path / "lfw"
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        for n in (1, 2):
-            Image.new("RGB", (8, 8), colour).save(root / name / f"{name}_{n:04d}.jpg", quality=95)
-    (tmp_path / "pairs.txt").write_text(pairs_text)
-    return root
+
+
 
 
 def lfw_path(root: Path, name: str, n: int) -> Path:

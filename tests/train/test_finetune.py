@@ -29,7 +29,6 @@ from frafer.data.fer.dataset import FERImages, FERSample, collate_fer
 from frafer.data.fer.labels import EXPRESSIONS
 from frafer.data.fer.splits import class_balanced_weights, make_targets, prepare_splits
 from frafer.data.pipelines.sampling import EpochBatchSampler, sample_seed
-from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.eval import reports as metrics_module
 from frafer.eval.evaluate import evaluate_bundle
@@ -42,21 +41,9 @@ from frafer.train import linear_probe as linear_probe_module
 from frafer.train.downstream_common import build_classifier
 from frafer.train.finetune import finetune, linear_probe
 from frafer.train.pretrain import pretrain
-from tests.test_verification import write_lfw
-
-TINY = [
-    "data.format=synthetic", "data.image_size=32", "data.num_workers=0", "model.arch=resnet18", "model.width=4",
-    "model.remove_maxpool=true", "train.precision=fp32", "train.tensorboard=false", "train.device=cpu",
-    "train.batch_size=8", "train.log_every=1", "optim.warmup_epochs=1", "probe.batch_size=8",
-]
-AUG_OFF = ["aug.flip_p=0", "aug.jitter=[0,0,0,0]", "aug.translate=0", "aug.rotate=0", "aug.erase_p=0"]
-TINY_FRA = [
-    "model.arch=resnet18", "model.width=8", "model.remove_maxpool=true", "model.proj_hidden_dim=32",
-    "model.proj_dim=16", "model.query_dim=16", "model.decoder_heads=4", "model.decoder_ffn_dim=16",
-    "model.num_queries=4", "data.image_size=32", "data.num_workers=0", "train.batch_size=16",
-    "train.precision=fp32", "train.tensorboard=false", "train.log_every=1", "train.device=cpu",
-    "optim.warmup_epochs=1", "monitor.knn_at_start=false",
-]
+from tests.conftest import AUG_OFF, TINY_FRA, write_lfw
+from tests.conftest import TINY_FINETUNE as TINY
+from tests.conftest import finetune_cfg as cfg_for
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,21 +75,10 @@ def quick_figures(monkeypatch):
     monkeypatch.setattr(metrics_module, "_confusion_figure", figure)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Three synthetic folders merged by Usage: train 32 (4 steps of 8), val 12, test 12; disjoint identities."""
-    base = tmp_path_factory.mktemp("fer")
-    train = write_synthetic_dataset(base / "train", 32, size=32, num_identities=8, seed=0, usage="Training")
-    val = write_synthetic_dataset(base / "val", 12, size=32, num_identities=4, seed=1, identity_offset=8,
-                                  usage="PublicTest")
-    test = write_synthetic_dataset(base / "test", 12, size=32, num_identities=4, seed=2, identity_offset=12,
-                                   usage="PrivateTest")
-    return {"train": train, "val": val, "test": test}
 
 
-def cfg_for(data, *more, train_root=None, extra=("val", "test")) -> FinetuneConfig:
-    roots = [f"data.root={train_root or data['train']}", f"data.extra_roots=[{','.join(str(data[k]) for k in extra)}]"]
-    return build_config({}, [*TINY, *roots, *more], FinetuneConfig)
+
+
 
 
 def metrics_lines(run_dir: Path) -> list[dict]:

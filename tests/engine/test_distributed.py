@@ -95,7 +95,7 @@ def test_torchrun_pretrain_end_to_end(tmp_path):
     import subprocess
     import sys
 
-    from tests.test_pretrain import TINY
+    from tests.conftest import TINY_PRETRAIN as TINY
 
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
@@ -118,7 +118,7 @@ def test_torchrun_finetune_end_to_end(tmp_path):
     import sys
 
     from frafer.data.synthetic.renderer import write_synthetic_dataset
-    from tests.test_finetune import TINY
+    from tests.conftest import TINY_FINETUNE as TINY
 
     train = write_synthetic_dataset(tmp_path / "train", 32, size=32, num_identities=8, seed=0, usage="Training")
     test = write_synthetic_dataset(tmp_path / "test", 12, size=32, num_identities=4, seed=2, identity_offset=8,

@@ -29,8 +29,8 @@ from frafer.infer.predictor import Predictor
 from frafer.models.fra_networks import Network
 from frafer.train.finetune import finetune
 from frafer.train.pretrain import pretrain
-from tests.conftest import tiny_model_config
-from tests.test_finetune import AUG_OFF, TINY, TINY_FRA
+from tests.conftest import AUG_OFF, TINY_FRA, tiny_model_config
+from tests.conftest import TINY_FINETUNE as TINY
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image is a test dependency (pip install -e .[dev])")
 

@@ -18,8 +18,8 @@ from frafer.data.pipelines import batch_augment as ba
 from frafer.data.pipelines.transforms import VGGFACE2_MEAN, VGGFACE2_STD, TwoViewTransform
 from frafer.data.synthetic.renderer import SyntheticFaces
 from frafer.train.pretrain import pretrain
-from tests.test_pretrain import faces, tiny  # noqa: F401  (faces is a fixture)
-from tests.test_speed import straight_and_resumed, train_losses
+from tests.conftest import pretrain_cfg as tiny
+from tests.conftest import straight_and_resumed, train_losses
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_the_same_draws_give_the_same_views_on_cuda():
     assert torch.allclose(on_cuda.cpu(), on_cpu, atol=1e-4)
 
 
-def test_a_run_with_on_device_augmentation_trains_and_resumes_exactly(faces, tmp_path):  # noqa: F811
+def test_a_run_with_on_device_augmentation_trains_and_resumes_exactly(faces, tmp_path):
     result = pretrain(tiny(faces, "train.steps=3", "aug.on_device=true"), tmp_path / "run")
     losses = train_losses(tmp_path / "run")
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))

@@ -33,7 +33,8 @@ from frafer.models.classifier import FERClassifier
 from frafer.models.dmue_network import DMUENet, class_similarity, has_pairs
 from frafer.train.downstream_common import build_classifier
 from frafer.train.finetune import finetune
-from tests.test_finetune import AUG_OFF, TINY
+from tests.conftest import AUG_OFF
+from tests.conftest import TINY_FINETUNE as TINY
 
 C = 4
 

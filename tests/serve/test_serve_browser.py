@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian'
                                 "(apt-get install chromium chromium-driver): the page was NOT tested in a browser")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test dependency")
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image is a test dependency")
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "runs" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "runs" / "screenshots"
 
 
 def free_port() -> int:

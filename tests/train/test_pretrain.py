@@ -9,33 +9,19 @@ import torchvision
 from frafer.artifacts.checkpoint import latest_checkpoint, load_weights, save_weights
 from frafer.cli import main
 from frafer.config.loader import load_config
-from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.methods import fra as fra_method
 from frafer.optim import lr_at, momentum_at
 from frafer.train.pretrain import NonFiniteLoss, pretrain
-
-TINY = [
-    "model.arch=resnet18", "model.width=8", "model.remove_maxpool=true", "model.proj_hidden_dim=32",
-    "model.proj_dim=16", "model.query_dim=16", "model.decoder_heads=4", "model.decoder_ffn_dim=16",
-    "model.num_queries=4", "data.image_size=32", "data.num_workers=0", "train.batch_size=8",
-    "train.precision=fp32", "train.tensorboard=false", "train.log_every=1", "optim.warmup_epochs=1",
-    "monitor.knn_at_start=false",
-]
-
-
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory):
-    return write_synthetic_dataset(tmp_path_factory.mktemp("faces"), num_images=24, size=32, num_identities=6)
-
+from tests.conftest import TINY_PRETRAIN as TINY
+from tests.conftest import pretrain_cfg as tiny
 
 # MoCo v2's tiny run: a queue of two batches and two shuffle-BN batches per step of 8
 METHOD_SETTINGS = {"fra": [], "moco_v2": ["method=moco_v2", "moco.queue_size=16", "moco.bn_batch=4",
                                           "moco.dim=16"]}
 
 
-def tiny(faces, *more):
-    return load_config(None, [*TINY, "data.source=folder", f"data.root={faces}", *more])
+
 
 
 @pytest.mark.parametrize("method", ["fra", "moco_v2"])

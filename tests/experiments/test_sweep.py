@@ -19,9 +19,10 @@ from frafer.experiments.report import runs_table
 from frafer.experiments.sweep_run import run_sweep, stage_command
 from frafer.experiments.sweep_spec import Point, load_sweep, stage_dir, stage_status
 from frafer.experiments.tables import mean_std_text, summarise
-from tests.test_finetune import TINY, TINY_FRA
+from tests.conftest import TINY_FINETUNE as TINY
+from tests.conftest import TINY_FRA
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_sweep(folder: Path, body: dict) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from frafer.config.loader import load_config
 from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.train.pretrain import pretrain
-from tests.test_pretrain import TINY
+from tests.conftest import TINY_PRETRAIN as TINY
 
 SEEDS = (0, 1, 2)
 

@@ -108,7 +108,7 @@ def test_methods_lists_every_method_and_head_and_an_unknown_method_exits_2(capsy
     assert err == ["frafer: error: unknown method 'nosuch' (known: fra, byol, moco_v2)"]
 
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))

@@ -6,19 +6,18 @@ Exact resume with the options on is below (fine-tuning: test_finetune, fused Ada
 channels_last is in test_distributed.
 """
 
-import json
 
 import pytest
 import torch
 import torch._inductor.config
 
-from frafer.artifacts.checkpoint import latest_checkpoint, load_weights
 from frafer.config.loader import load_config
 from frafer.engine import speed
 from frafer.train.finetune import finetune
 from frafer.train.pretrain import pretrain
-from tests.test_finetune import cfg_for, data  # noqa: F401  (data is a fixture)
-from tests.test_pretrain import faces, tiny  # noqa: F401  (faces is a fixture)
+from tests.conftest import finetune_cfg as cfg_for
+from tests.conftest import pretrain_cfg as tiny
+from tests.conftest import straight_and_resumed, train_losses
 
 PLAIN = ["train.channels_last=false", "train.compile=false", "train.precision=fp32"]
 PLAIN_FT = [*PLAIN, "optim.fused=false"]
@@ -26,9 +25,7 @@ FLOAT_REL = 1e-4  # reordered fp32 sums over 3 LARS steps
 BF16_REL = 5e-2  # bf16 keeps 8 bits of mantissa in the convolutions and products
 
 
-def train_losses(run_dir) -> list[float]:
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [x["loss"] for x in lines if x["kind"] == "train"]
+
 
 
 # bf16's rounded updates move a tiny net's later steps by what the CPU's bf16 kernels round: the third step stayed
@@ -36,7 +33,7 @@ def train_losses(run_dir) -> list[float]:
 # two steps (the first compares the forward pass alone, on the same weights).
 @pytest.mark.parametrize("option, rel, steps", [("train.channels_last=true", FLOAT_REL, 3),
                                                 ("train.precision=bf16", BF16_REL, 2)])
-def test_a_speed_option_keeps_the_pretraining_losses(faces, tmp_path, option, rel, steps):  # noqa: F811
+def test_a_speed_option_keeps_the_pretraining_losses(faces, tmp_path, option, rel, steps):
     pretrain(tiny(faces, "train.steps=3", *PLAIN), tmp_path / "plain")
     pretrain(tiny(faces, "train.steps=3", *PLAIN, option), tmp_path / "fast")
     plain, fast = train_losses(tmp_path / "plain"), train_losses(tmp_path / "fast")
@@ -45,7 +42,7 @@ def test_a_speed_option_keeps_the_pretraining_losses(faces, tmp_path, option, re
 
 
 @pytest.mark.parametrize("option", ["train.channels_last=true", "optim.fused=true"])  # compile: left out for time
-def test_a_speed_option_keeps_the_finetuning_losses(data, tmp_path, option):  # noqa: F811
+def test_a_speed_option_keeps_the_finetuning_losses(data, tmp_path, option):
     finetune(cfg_for(data, "train.epochs=1", *PLAIN_FT), tmp_path / "plain")
     finetune(cfg_for(data, "train.epochs=1", *PLAIN_FT, option), tmp_path / "fast")
     plain, fast = train_losses(tmp_path / "plain"), train_losses(tmp_path / "fast")
@@ -53,23 +50,16 @@ def test_a_speed_option_keeps_the_finetuning_losses(data, tmp_path, option):  # 
     assert fast == pytest.approx(plain, rel=FLOAT_REL)
 
 
-def straight_and_resumed(faces, tmp_path, *settings) -> tuple[dict, dict]:  # noqa: F811
-    """The weights after 4 steps in one run and after 2 steps, stopped, then resumed to 4 (2 epochs of 3 steps)."""
-    fast = [*settings, "train.epochs=2"]
-    pretrain(tiny(faces, *fast, "train.max_steps=4"), tmp_path / "straight")
-    pretrain(tiny(faces, *fast, "train.max_steps=2"), tmp_path / "resumed")
-    pretrain(tiny(faces, *fast, "train.max_steps=4"), tmp_path / "resumed", resume=True)
-    return tuple(load_weights(latest_checkpoint(tmp_path / name) / "weights.safetensors")
-                 for name in ("straight", "resumed"))
 
 
-def test_a_channels_last_run_resumes_exactly(faces, tmp_path):  # noqa: F811
+
+def test_a_channels_last_run_resumes_exactly(faces, tmp_path):
     a, b = straight_and_resumed(faces, tmp_path, "train.channels_last=true")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
-def test_a_compiled_run_keeps_the_losses_and_resumes_exactly(faces, tmp_path, monkeypatch):  # noqa: F811
+def test_a_compiled_run_keeps_the_losses_and_resumes_exactly(faces, tmp_path, monkeypatch):
     # Compiled dropout draws from inductor's own random stream; with fallback_random it draws eager's masks, so
     # only the arithmetic differs from the eager run.
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
