@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from frafer.models.fra_networks import FRA
-from frafer.optim import LARS, lr_at, momentum_at, split_decay_groups
+from frafer.optim import LARS, lr_at, momentum_at, schedule_lr, split_decay_groups
 
 
 def test_momentum_schedule():
@@ -86,3 +86,14 @@ def test_trust_ratio_is_one_for_zero_weights():
     opt.step()
     assert torch.allclose(w.detach(), -torch.ones(3))
     assert math.isfinite(w.sum().item())
+
+
+def test_schedule_lr_moves_every_group_from_its_own_peak():
+    # one schedule for every loop: a trunk group peaking at 1.0 and a head group at 0.1, min_lr 0.01
+    trunk, head = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [trunk], "base_lr": 1.0}, {"params": [head], "base_lr": 0.1}], lr=1.0)
+    assert schedule_lr(opt, 0, 100, 10, min_lr=0.01) == pytest.approx(0.01 + 0.99 * 0.1)  # warm-up step 1 of 10
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.01 + 0.09 * 0.1)
+    assert schedule_lr(opt, 55, 100, 10, min_lr=0.01) == pytest.approx(0.01 + 0.99 * 0.5)  # half-way down
+    assert schedule_lr(opt, 100, 100, 10, min_lr=0.01) == pytest.approx(0.01)
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.01)

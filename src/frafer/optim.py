@@ -91,11 +91,15 @@ def build_lars(model: nn.Module, lr: float, weight_decay: float, momentum: float
 
 def build_pretrain_optimizer(o, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """The pre-training optimiser an OptimConfig names: LARS with its bias / norm exclusion, or MoCo v2's SGD
-    (momentum, weight decay on every parameter, as the MoCo code)."""
+    (momentum, weight decay on every parameter, as the MoCo code). Every group peaks at `lr` (its `base_lr`)."""
     if o.optimizer == "sgd":
         params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.SGD(params, lr=lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
-    return build_lars(model, lr, o.weight_decay, o.lars_momentum, o.lars_eta, o.lars_lr_in_buffer)
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
+    else:
+        optimizer = build_lars(model, lr, o.weight_decay, o.lars_momentum, o.lars_eta, o.lars_lr_in_buffer)
+    for group in optimizer.param_groups:
+        group["base_lr"] = lr
+    return optimizer
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
@@ -113,9 +117,15 @@ def momentum_at(step: int, total_steps: int, base: float = 0.996, final: float =
     return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def schedule_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup_steps: int,
+                min_lr: float = 0.0) -> float:
+    """The one learning-rate schedule of every loop: each param group's lr at `step` is min_lr + (base_lr − min_lr)
+    times `lr_at`'s warm-up-then-cosine factor, base_lr being the group's own peak (a trunk and a head may differ).
+    Returns the first group's lr, the one logged."""
+    factor = lr_at(step, total_steps, warmup_steps, 1.0, 0.0)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = min_lr + (group["base_lr"] - min_lr) * factor
+    return optimizer.param_groups[0]["lr"]
 
 
 @dataclass(frozen=True)

@@ -197,13 +197,13 @@ def test_fresh_runs_refuse_a_used_run_folder(data, ft_run, tmp_path, quick_figur
 
 def test_probe_head_trains_on_one_thread_whatever_the_setting(data, tmp_path, quick_figures, monkeypatch):
     seen = []
-    real = linear_probe_module.lr_at
+    real = linear_probe_module.schedule_lr
 
     def recording(*args):
         seen.append(torch.get_num_threads())
         return real(*args)
 
-    monkeypatch.setattr(linear_probe_module, "lr_at", recording)
+    monkeypatch.setattr(linear_probe_module, "schedule_lr", recording)
     linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1", "train.threads=2"), tmp_path / "run")
     assert seen and set(seen) == {1} and torch.get_num_threads() == 2  # restored after the head
     assert json.loads((tmp_path / "run" / "run.json").read_text())["machine"]["threads"] == 2

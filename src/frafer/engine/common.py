@@ -113,6 +113,21 @@ def check_finite(step: int, parts: dict[str, torch.Tensor], advice: str) -> None
             )
 
 
+def optimizer_step(step: int, loss: torch.Tensor, parts: dict[str, torch.Tensor], optimizer, scaler,
+                   params: list[torch.Tensor], grad_clip: float, advice: str) -> None:
+    """The step every loop takes once it has a batch's loss: stop on a non-finite loss or part (`check_finite`),
+    then zero the gradients, backward (scaled for fp16), clip the global norm to `grad_clip` (0 = off), step the
+    optimiser and update the grad scaler (a no-op one outside fp16)."""
+    check_finite(step, parts | {"loss": loss}, advice)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 @contextlib.contextmanager
 def whole_step():
     """Hold back SIGINT (Ctrl-C) until the block ends, then deliver it to the handler that was in place.

@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,8 +30,8 @@ from frafer.data.pipelines.transforms import build_eval_transform, build_fer_tra
 from frafer.engine import common, distributed, machine, session, speed
 from frafer.engine.metrics_log import MetricsLogger
 from frafer.eval.evaluate import evaluate_samples
-from frafer.methods.heads import Head
-from frafer.optim import lr_at, plan_budget
+from frafer.methods.heads import Head, Objective
+from frafer.optim import Budget, plan_budget, schedule_lr
 from frafer.precision import autocast
 from frafer.train.downstream_common import (
     FinetuneResult,
@@ -128,7 +129,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, head: Head, ctx,
         collate_fn=collate_fer, pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
         generator=torch.Generator(),
     )
-    result = FinetuneResult(run_dir, mode, step, math.nan)
+    result = FinetuneResult(run_dir, mode, step, math.nan)  # result.step: the run's step, wherever it is read
     eval_workers = min(cfg.data.num_workers, 4)
 
     def evaluate(samples, desc, net=None):
@@ -136,20 +137,21 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, head: Head, ctx,
                                 eval_workers, desc)
 
     def checkpoint(reason: str) -> None:
-        meta = {"epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch, "total_steps": budget.total,
+        meta = {"epoch": budget.epoch(result.step), "steps_per_epoch": steps_per_epoch, "total_steps": budget.total,
                 "loss": result.last_loss, "reason": reason, "history": history, "best": best}
-        session.save_state(run_dir, step, trained, optimizer, scaler, ctx, meta, t.keep_checkpoints, ema)
+        session.save_state(run_dir, result.step, trained, optimizer, scaler, ctx, meta, t.keep_checkpoints, ema)
 
     def validation_due() -> bool:
         """After every `eval_every_epochs` whole epochs, and at the run's end (a partial last epoch too)."""
-        return ctx.is_main and bool(splits.val) and step > 0 and budget.due(step, t.eval_every_epochs)
+        return ctx.is_main and bool(splits.val) and result.step > 0 and budget.due(result.step, t.eval_every_epochs)
 
     def validate_epoch(finished: float, best: dict | None) -> dict | None:
         """Validate after epoch `finished`, record it, save the bundle when it is the best so far; returns best."""
         report = evaluate(splits.val, "validating")
-        record = {"epoch": finished, "step": step, "val_top1": report["top1"], "val_macro_f1": report["macro_f1"]}
+        record = {"epoch": finished, "step": result.step, "val_top1": report["top1"],
+                  "val_macro_f1": report["macro_f1"]}
         history.append(record)
-        logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="val")
+        logger.log(result.step, {k: v for k, v in record.items() if k != "step"}, prefix="val")
         improved = best is None or report["top1"] > best["val_top1"]
         if t.select == "val" and improved:
             best = record
@@ -159,76 +161,87 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, head: Head, ctx,
         tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: {loss}val top-1 {report['top1']:.2f}%{mark}")
         return best
 
-    def train_one_epoch() -> int:
-        """From `step` to the end of its epoch (or to the run's stop); returns the unreadable images it skipped."""
-        nonlocal step
-        bar = session.epoch_bar(loader, sampler, step, budget, ctx, mode)
-        tick, seen, unreadable = time.perf_counter(), 0, 0
-        for images, targets, _, bad in bar:
-            unreadable += bad
-            lr_scale = lr_at(step, budget.total, budget.warmup, 1.0, 0.0)
-            for g in optimizer.param_groups:
-                g["lr"] = min_lr + (g["base_lr"] - min_lr) * lr_scale
-            with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
-                if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
-                    with autocast(t.precision, device):
-                        loss, parts = objective.loss(net, speed.to_device(images, device, t),
-                                                     targets.to(device), step // steps_per_epoch)
-                    common.check_finite(step, parts | {"loss": loss}, _NAN_ADVICE)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.optim.grad_clip > 0 and not frozen:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if ema is not None:
-                        ema.update_parameters(objective.deployed())
-                    result.last_loss = loss.item()
-                step += 1
-            seen += len(images) * ctx.world_size
-            result.step = step
-            if step % t.log_every == 0 or step == budget.stop:
-                rate = seen / max(time.perf_counter() - tick, 1e-9)
-                lr_now = optimizer.param_groups[0]["lr"]
-                logged = {k: float(v) for k, v in parts.items()} if len(images) else {}
-                logger.log(step, logged | {"loss": result.last_loss, "lr": lr_now, "img_per_s": rate},
-                           prefix="train")
-                bar.set_postfix(loss=f"{result.last_loss:.4f}", lr=f"{lr_now:.2e}", img_s=f"{rate:.0f}")
-            if step >= budget.stop:
-                break
-        bar.close()
-        return unreadable
-
     trained.train()
-    finished = budget.epoch(step)
-    if budget.ends_epoch(step) and validation_due() and all(r["epoch"] != finished for r in history):
+    finished = budget.epoch(result.step)
+    if budget.ends_epoch(result.step) and validation_due() and all(r["epoch"] != finished for r in history):
         # resumed from a checkpoint taken at an epoch's end before its validation was recorded (Ctrl-C while
         # validating): validate now, so that epoch still takes part in model selection
         best = validate_epoch(finished, best)
-    with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: step):
-        while step < budget.stop:
-            unreadable = train_one_epoch()
-            if not budget.ends_epoch(step):
+    steps = StepParts(net, objective, optimizer, scaler, params, 0.0 if frozen else cfg.optim.grad_clip, ema,
+                      min_lr, mode)
+    with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: result.step):
+        while result.step < budget.stop:
+            unreadable = train_one_epoch(t, steps, loader, sampler, budget, ctx, logger, result)
+            if not budget.ends_epoch(result.step):
                 break  # interrupted inside an epoch by max_steps
-            finished = budget.epoch(step)
+            finished = budget.epoch(result.step)
             if ctx.is_main and unreadable:
                 tqdm.write(f"skipped {unreadable} unreadable image(s) in epoch {finished:g}")
-                logger.log(step, {"unreadable": unreadable}, prefix="data")
+                logger.log(result.step, {"unreadable": unreadable}, prefix="data")
             if validation_due():
                 best = validate_epoch(finished, best)
             elif ctx.is_main:
                 tqdm.write(f"epoch {finished:g}/{budget.epochs:g}: loss {result.last_loss:.4f}")
             checkpoint("epoch")
-    result.stopped = "completed" if step >= budget.total else "max_steps"
-    if not budget.ends_epoch(step):
+    result.stopped = "completed" if result.step >= budget.total else "max_steps"
+    if not budget.ends_epoch(result.step):
         checkpoint(result.stopped)
     if ctx.is_main:
-        result.results = _finish(run_dir, deployed(), cfg, splits, init_record, head, budget.epoch(step),
+        result.results = _finish(run_dir, deployed(), cfg, splits, init_record, head, budget.epoch(result.step),
                                  best, evaluate)
     distributed.barrier()
     logger.close()
     return result
+
+
+@dataclass(frozen=True)
+class StepParts:
+    """What a downstream step uses: the network (DDP-wrapped or not), its objective, what it optimises and how."""
+    net: torch.nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    params: list[torch.Tensor]
+    grad_clip: float  # 0 = off (the faithful probe never clips)
+    ema: AveragedModel | None  # the classifier's moving average, updated after every step
+    min_lr: float
+    label: str  # of the progress bar
+
+
+def train_one_epoch(t, steps: StepParts, loader, sampler: EpochBatchSampler, budget: Budget, ctx,
+                    logger: MetricsLogger, result: FinetuneResult) -> int:
+    """From `result.step` to the end of its epoch (or to the run's stop); returns the unreadable images it skipped.
+
+    t: the train section (precision, channels_last, log_every).
+    """
+    device = ctx.device
+    bar = session.epoch_bar(loader, sampler, result.step, budget, ctx, steps.label)
+    tick, seen, unreadable = time.perf_counter(), 0, 0
+    for images, targets, _, bad in bar:
+        step = result.step
+        unreadable += bad
+        lr = schedule_lr(steps.optimizer, step, budget.total, budget.warmup, steps.min_lr)
+        with common.whole_step():  # a Ctrl-C lands after the step: an interrupt checkpoint holds whole steps
+            if len(images):  # a batch of only unreadable files still counts as a step (exact resume)
+                with autocast(t.precision, device):
+                    loss, parts = steps.objective.loss(steps.net, speed.to_device(images, device, t),
+                                                       targets.to(device), step // budget.steps_per_epoch)
+                common.optimizer_step(step, loss, parts, steps.optimizer, steps.scaler, steps.params,
+                                      steps.grad_clip, _NAN_ADVICE)
+                if steps.ema is not None:
+                    steps.ema.update_parameters(steps.objective.deployed())
+                result.last_loss = loss.item()
+            result.step = step = step + 1
+        seen += len(images) * ctx.world_size
+        if step % t.log_every == 0 or step == budget.stop:
+            rate = seen / max(time.perf_counter() - tick, 1e-9)
+            logged = {k: float(v) for k, v in parts.items()} if len(images) else {}
+            logger.log(step, logged | {"loss": result.last_loss, "lr": lr, "img_per_s": rate}, prefix="train")
+            bar.set_postfix(loss=f"{result.last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
+        if step >= budget.stop:
+            break
+    bar.close()
+    return unreadable
 
 
 def _finish(run_dir: Path, model, cfg, splits: FERSplits, init_record, head: Head, epoch, best, evaluate) -> dict:

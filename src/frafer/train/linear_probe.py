@@ -31,7 +31,7 @@ from frafer.errors import FraferError
 from frafer.eval.features import frozen_pass
 from frafer.eval.reports import classification_report
 from frafer.methods.heads import get_head, loss_fn
-from frafer.optim import lr_at
+from frafer.optim import schedule_lr
 from frafer.train.downstream_common import FinetuneResult, build_classifier, save_model, write_results
 
 
@@ -106,6 +106,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Con
     sampler = EpochBatchSampler(len(train_samples), batch_size, 0, 1, t.seed, weights)
     head = get_head("linear")
     optimizer = head.optimizer(cfg, model)
+    no_scaler = torch.amp.GradScaler("cuda", enabled=False)  # the head trains in fp32
     criterion = loss_fn(cfg)
     logger = MetricsLogger(run_dir, tensorboard=t.tensorboard)
     # Targets that do not change between epochs, gathered once: class ids, or the crowd vectors of every sample.
@@ -120,9 +121,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Con
             sampler.set_epoch(epoch)
             for keys in sampler:
                 rows = [(i, seed) for i, seed in keys if train_ok[i]]  # unreadable images drop out, as in the loop
-                scale = lr_at(step, total_steps, 0, 1.0, 0.0)
-                for g in optimizer.param_groups:
-                    g["lr"] = g["base_lr"] * scale
+                schedule_lr(optimizer, step, total_steps, 0)  # no warm-up, cosine to 0
                 if rows:
                     idx = torch.tensor([i for i, _ in rows])
                     if fixed_targets is not None:
@@ -131,10 +130,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Con
                         targets = torch.stack([torch.as_tensor(target_fn(train_samples[i], i, s)) for i, s in rows])
                     logits = model.classify(train_x[idx].to(device))
                     loss_t = criterion(logits.float(), targets.to(device))
-                    common.check_finite(step, {"loss": loss_t}, "Lower probe.lr.")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss_t.backward()
-                    optimizer.step()
+                    common.optimizer_step(step, loss_t, {}, optimizer, no_scaler, [], 0.0, "Lower probe.lr.")
                     loss = loss_t.item()
                 step += 1
             finished = epoch + 1

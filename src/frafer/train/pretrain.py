@@ -35,9 +35,9 @@ from frafer.errors import FraferError
 from frafer.eval.knn import KNNMonitor
 from frafer.eval.verification import verify_trunk
 from frafer.methods import get_method
-from frafer.methods.base import update_momentum
+from frafer.methods.base import Method, update_momentum
 from frafer.models.norm import convert_to_global_bn
-from frafer.optim import build_pretrain_optimizer, lr_at, momentum_at, plan_budget, set_lr
+from frafer.optim import Budget, build_pretrain_optimizer, momentum_at, plan_budget, schedule_lr
 from frafer.precision import autocast
 
 _NAN_ADVICE = "Lower optim.base_lr, raise optim.warmup_epochs or use train.precision=fp32."
@@ -172,97 +172,109 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     loader = build_loader(dataset, sampler, cfg.data.num_workers, pin=device.type == "cuda")
     colour = build_batch_colour(cfg, ctx.rank)
     skipped = SkipReport()
-    result = PretrainResult(run_dir, step, math.nan)
+    result = PretrainResult(run_dir, step, math.nan)  # result.step: the run's step, wherever it is read
 
     def checkpoint(reason: str) -> None:
-        meta = {"epoch": budget.epoch(step), "steps_per_epoch": steps_per_epoch, "total_steps": budget.total,
+        meta = {"epoch": budget.epoch(result.step), "steps_per_epoch": steps_per_epoch, "total_steps": budget.total,
                 "loss": result.last_loss, "reason": reason, "layout": CHECKPOINT_LAYOUT, "method": cfg.method}
-        session.save_state(run_dir, step, model, optimizer, scaler, ctx, meta, t.keep_checkpoints)
+        session.save_state(run_dir, result.step, model, optimizer, scaler, ctx, meta, t.keep_checkpoints)
 
     def run_monitor(epoch: float) -> None:
         # The monitors' DataLoaders draw seeds from the global RNG; a forked RNG keeps a watched run identical
         # to an unwatched one (and keeps rank 0, the only one watching, in step with the others).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            monitor_once(epoch)
-
-    def monitor_once(epoch: float) -> None:
-        m = cfg.monitor
-        knn_due = monitor is not None and budget.due(step, m.knn_every_epochs)
-        verify_due = bool(pairs) and budget.due(step, m.verify_every_epochs)
-        if ctx.is_main and knn_due:
-            record = {"step": step, "epoch": epoch, **monitor.evaluate(model.online.trunk, device)}
-            result.knn.append(record)
-            logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="monitor")
-            tqdm.write(f"[monitor] epoch {epoch} step {step}: kNN top-1 {record['knn_top1']:.2f}%")
-        if ctx.is_main and verify_due:
-            v = verify_trunk(model.online.trunk, pairs, m.knn_image_size or cfg.data.image_size, device,
-                             cfg.aug.mean, cfg.aug.std, num_workers=min(cfg.data.num_workers, 2))
-            record = {"step": step, "epoch": epoch, "accuracy": v["accuracy"], "std": v["std"], "auc": v["auc"],
-                      "skipped_pairs": v["skipped_pairs"]}
-            result.verification.append(record)
-            logger.log(step, {f"verify_{k}": x for k, x in record.items() if k != "step"}, prefix="monitor")
-            tqdm.write(f"[monitor] epoch {epoch} step {step}: {m.verify_pairs} verification "
-                       f"{v['accuracy']:.2f}% ± {v['std']:.2f} (AUC {v['auc']:.2f})")
-        distributed.barrier()
-
-    def train_one_epoch() -> None:
-        """From `step` to the end of its epoch (or to the run's stop): steps, logging, periodic checkpoints."""
-        nonlocal step
-        bar = session.epoch_bar(loader, sampler, step, budget, ctx)
-        tick, seen = time.perf_counter(), 0
-        for view1, view2, bad in bar:
-            skipped.add(bad)
-            lr = lr_at(step, budget.total, budget.warmup, peak_lr, cfg.optim.min_lr)
-            set_lr(optimizer, lr)
-            with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
-                view1, view2 = speed.to_device(view1, device, t), speed.to_device(view2, device, t)
-                if colour is not None:  # uint8 crops -> normalised float views
-                    view1, view2 = speed.in_layout(*colour(view1, view2, step), run=t)
-                with autocast(t.precision, device):
-                    out = net(view1, view2)
-                loss, parts = method.loss(out, cfg)
-                common.check_finite(step, parts, _NAN_ADVICE)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                ema = momentum_at(step, budget.total, cfg.optim.ema_base, cfg.optim.ema_final)
-                update_momentum(momentum_pairs, ema)
-                step += 1
-            seen += view1.shape[0] * ctx.world_size
-            result.step = step
-            if step % t.log_every == 0 or step == budget.stop:
-                parts = distributed.mean_over_processes(parts)
-                result.last_loss = float(parts["loss"])
-                rate = seen / max(time.perf_counter() - tick, 1e-9)
-                values = {k: float(v) for k, v in parts.items()} | {"lr": lr, "ema": ema, "img_per_s": rate}
-                logger.log(step, values, prefix="train")
-                bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"img/s": f"{rate:.0f}"})
-            if step % t.checkpoint_every == 0 and step < budget.stop:
-                checkpoint("periodic")
-            if step >= budget.stop:
-                break
-        bar.close()
+            _monitor_once(cfg, model, monitor, pairs, budget, epoch, ctx, logger, result)
 
     if step == 0 and cfg.monitor.knn_at_start:
         run_monitor(0)
     model.train()
-    with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: step):
-        while step < budget.stop:
-            train_one_epoch()
-            _report_skipped(skipped, ctx, logger, step)
-            if budget.ends_epoch(step):
-                finished = budget.epoch(step)
+    steps = StepParts(net, method, momentum_pairs, optimizer, scaler, params, colour)
+    with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: result.step):
+        while result.step < budget.stop:
+            train_one_epoch(cfg, steps, loader, sampler, budget, ctx, skipped, logger, result, checkpoint)
+            _report_skipped(skipped, ctx, logger, result.step)
+            if budget.ends_epoch(result.step):
+                finished = budget.epoch(result.step)
                 run_monitor(finished)
                 if ctx.is_main:
-                    tqdm.write(f"epoch {finished:g}/{budget.epochs:g} step {step}: loss {result.last_loss:.4f}")
-    result.stopped = "completed" if step >= budget.total else "max_steps"
+                    tqdm.write(f"epoch {finished:g}/{budget.epochs:g} step {result.step}: loss {result.last_loss:.4f}")
+    result.stopped = "completed" if result.step >= budget.total else "max_steps"
     checkpoint(result.stopped)
     logger.close()
     return result
+
+
+@dataclass(frozen=True)
+class StepParts:
+    """What a pre-training step uses: the network (DDP-wrapped or not), its method, what it optimises and how."""
+    net: torch.nn.Module
+    method: Method
+    momentum_pairs: list
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    params: list[torch.Tensor]
+    colour: BatchedViewColour | None  # the views' colour half on the device, or None (the loader did it)
+
+
+def train_one_epoch(cfg: PretrainConfig, steps: StepParts, loader, sampler: EpochBatchSampler, budget: Budget,
+                    ctx: distributed.Context, skipped: SkipReport, logger: MetricsLogger, result: PretrainResult,
+                    checkpoint) -> None:
+    """From `result.step` to the end of its epoch (or to the run's stop): steps, logging, periodic checkpoints."""
+    t, device = cfg.train, ctx.device
+    bar = session.epoch_bar(loader, sampler, result.step, budget, ctx)
+    tick, seen = time.perf_counter(), 0
+    for view1, view2, bad in bar:
+        step = result.step
+        skipped.add(bad)
+        lr = schedule_lr(steps.optimizer, step, budget.total, budget.warmup, cfg.optim.min_lr)
+        with common.whole_step():  # a Ctrl-C lands between steps: the interrupt checkpoint is exact
+            view1, view2 = speed.to_device(view1, device, t), speed.to_device(view2, device, t)
+            if steps.colour is not None:  # uint8 crops -> normalised float views
+                view1, view2 = speed.in_layout(*steps.colour(view1, view2, step), run=t)
+            with autocast(t.precision, device):
+                out = steps.net(view1, view2)
+            loss, parts = steps.method.loss(out, cfg)
+            common.optimizer_step(step, loss, parts, steps.optimizer, steps.scaler, steps.params,
+                                  cfg.optim.grad_clip, _NAN_ADVICE)
+            ema = momentum_at(step, budget.total, cfg.optim.ema_base, cfg.optim.ema_final)
+            update_momentum(steps.momentum_pairs, ema)
+            result.step = step = step + 1
+        seen += view1.shape[0] * ctx.world_size
+        if step % t.log_every == 0 or step == budget.stop:
+            parts = distributed.mean_over_processes(parts)
+            result.last_loss = float(parts["loss"])
+            rate = seen / max(time.perf_counter() - tick, 1e-9)
+            values = {k: float(v) for k, v in parts.items()} | {"lr": lr, "ema": ema, "img_per_s": rate}
+            logger.log(step, values, prefix="train")
+            bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"img/s": f"{rate:.0f}"})
+        if step % t.checkpoint_every == 0 and step < budget.stop:
+            checkpoint("periodic")
+        if step >= budget.stop:
+            break
+    bar.close()
+
+
+def _monitor_once(cfg: PretrainConfig, model, monitor: KNNMonitor | None, pairs: list, budget: Budget, epoch: float,
+                  ctx: distributed.Context, logger: MetricsLogger, result: PretrainResult) -> None:
+    """The kNN and verification monitors on the online trunk, where due (main process), then a barrier."""
+    m, step, device = cfg.monitor, result.step, ctx.device
+    knn_due = monitor is not None and budget.due(step, m.knn_every_epochs)
+    verify_due = bool(pairs) and budget.due(step, m.verify_every_epochs)
+    if ctx.is_main and knn_due:
+        record = {"step": step, "epoch": epoch, **monitor.evaluate(model.online.trunk, device)}
+        result.knn.append(record)
+        logger.log(step, {k: v for k, v in record.items() if k != "step"}, prefix="monitor")
+        tqdm.write(f"[monitor] epoch {epoch} step {step}: kNN top-1 {record['knn_top1']:.2f}%")
+    if ctx.is_main and verify_due:
+        v = verify_trunk(model.online.trunk, pairs, m.knn_image_size or cfg.data.image_size, device,
+                         cfg.aug.mean, cfg.aug.std, num_workers=min(cfg.data.num_workers, 2))
+        record = {"step": step, "epoch": epoch, "accuracy": v["accuracy"], "std": v["std"], "auc": v["auc"],
+                  "skipped_pairs": v["skipped_pairs"]}
+        result.verification.append(record)
+        logger.log(step, {f"verify_{k}": x for k, x in record.items() if k != "step"}, prefix="monitor")
+        tqdm.write(f"[monitor] epoch {epoch} step {step}: {m.verify_pairs} verification "
+                   f"{v['accuracy']:.2f}% ± {v['std']:.2f} (AUC {v['auc']:.2f})")
+    distributed.barrier()
 
 
 def _report_skipped(skipped: SkipReport, ctx: distributed.Context, logger, step: int) -> None:
