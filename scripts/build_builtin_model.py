@@ -11,7 +11,7 @@
 6. record all of it, the recipe, the command, the commit and the data's terms as the bundle's `card` (what
    `frafer models --verbose` prints), and write docs/model_card.md from that same card.
 
-    python scripts/build_builtin_model.py RUN --data <FERPlus root> [--name ferplus-r18w32-v1]
+    python scripts/build_builtin_model.py RUN --data <FERPlus root> [--name <name>, default: the default model]
 """
 
 from __future__ import annotations
@@ -162,8 +162,10 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     run_record = json.loads((args.run / "run.json").read_text())
+    layout = load_bundle(selected).layout
     card = {
-        "summary": "expression classifier: ResNet-18 of width 32 trained from random init on FER+ crowd votes",
+        "summary": f"expression classifier: {layout.arch} of width {layout.width} trained from random init on FER+ "
+                   "crowd votes",
         "benchmark": "FER+",
         "dataset": "FER+ (FER2013 faces, crowd votes)",
         "data": "FERPlus (FER2013 images with 10 crowd votes each): Train to fit, Valid to choose the epoch and "

@@ -280,12 +280,13 @@ def _methods(args) -> int:
     from frafer.methods import METHODS
     from frafer.methods.heads import HEADS
 
+    width = max(len(name) for name in (*METHODS, *HEADS))
     print("pre-training methods (method: in a pretrain recipe):")
     for m in METHODS.values():
-        print(f"  {m.name:<10} {m.summary}")
+        print(f"  {m.name:<{width}}  {m.summary}")
     print("downstream heads (frafer linear-probe / finetune):")
     for h in HEADS.values():
-        print(f"  {h.name:<10} {h.summary}")
+        print(f"  {h.name:<{width}}  {h.summary}")
     return 0
 
 

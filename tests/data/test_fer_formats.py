@@ -242,7 +242,7 @@ def test_fer2013_codes_splits_pixels_and_malformed_rows(tmp_path):
 
 
 def test_fer2013_is_parsed_once_and_the_cache_follows_the_file(tmp_path, monkeypatch, capsys):
-    from frafer.data.readers.fer_formats import fer2013 as fer2013_module
+    from frafer.data.readers import fer2013 as fer2013_module
 
     path = make_fer2013(tmp_path / "fer2013.csv")
     first = read_fer2013_pixels(path)
@@ -267,7 +267,7 @@ def test_fer2013_is_parsed_once_and_the_cache_follows_the_file(tmp_path, monkeyp
 
 
 def test_fer2013_cache_goes_to_the_user_cache_when_the_folder_is_read_only(tmp_path, monkeypatch):
-    from frafer.data.readers.fer_formats import fer2013 as fer2013_module
+    from frafer.data.readers import fer2013 as fer2013_module
 
     path = make_fer2013(tmp_path / "data" / "fer2013.csv")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
