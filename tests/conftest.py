@@ -6,8 +6,10 @@ Test modules import their shared pieces from here, never from each other.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -16,6 +18,8 @@ from frafer.artifacts.checkpoint import latest_checkpoint, load_weights
 from frafer.config.loader import build_config, load_config
 from frafer.config.schema import FinetuneConfig, ModelConfig
 from frafer.data.synthetic.renderer import write_synthetic_dataset
+from frafer.eval import reports as metrics_module
+from frafer.train.finetune import finetune, linear_probe
 from frafer.train.pretrain import pretrain
 
 torch.set_num_threads(2)
@@ -129,6 +133,12 @@ def finetune_cfg(data, *more, train_root=None, extra=("val", "test")) -> Finetun
     return build_config({}, [*TINY_FINETUNE, *roots, *more], FinetuneConfig)
 
 
+def ft_with_init(data, init, *more) -> FinetuneConfig:
+    """The tiny downstream config initialised from `init`."""
+    # width / max-pool deliberately unlike the tiny FRA run's, so a layout taken from the run shows
+    return finetune_cfg(data, f"model.init={init}", "model.width=4", "model.remove_maxpool=false", *more)
+
+
 # ----------------------------------------------------------------------------------------------- verification
 
 COLOURS = {"Ann_A": (230, 30, 30), "Bob_B": (30, 230, 30), "Cat_C": (30, 30, 230), "Dan_D": (230, 230, 30)}
@@ -156,3 +166,79 @@ def write_lfw(tmp_path: Path, pairs_text: str = LFW_PAIRS) -> Path:
             Image.new("RGB", (8, 8), colour).save(root / name / f"{name}_{n:04d}.jpg", quality=95)
     (tmp_path / "pairs.txt").write_text(pairs_text)
     return root
+
+
+# ----------------------------------------------------------------------------------------------- shared runs
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For a module of tiny networks (`pytestmark = pytest.mark.usefixtures("one_thread")`): on a busy 2-core
+    machine two OpenMP threads cost far more than they compute."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a background job (nohup, `cmd &`) starts with SIGINT
+    ignored, and a raised SIGINT would then do nothing at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def quick_figures(monkeypatch):
+    """Confusion PNGs as a plain grey image of the counts: the Matplotlib figure costs ~0.4 s each and is drawn
+    for real by the shared fine-tuning run the report tests read."""
+
+    def figure(cm, classes, title, path):
+        Image.fromarray(np.uint8(255 * cm / max(cm.max(), 1))).save(path, format="PNG")
+
+    monkeypatch.setattr(metrics_module, "_confusion_figure", figure)
+
+
+
+
+
+
+
+
+def metrics_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def equal_weights(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def ft_run(data, tmp_path_factory):
+    """One uninterrupted 2-epoch fine-tune (8 steps, selection on val), with real figures: read by several tests."""
+    run_dir = tmp_path_factory.mktemp("ft") / "run"
+    result = finetune(finetune_cfg(data, "train.epochs=2"), run_dir)
+    return run_dir, result
+
+
+@pytest.fixture(scope="module")
+def lp_faithful(data, tmp_path_factory):
+    """The faithful linear probe with the training augmentation off, 2 epochs."""
+    run_dir = tmp_path_factory.mktemp("lp") / "faithful"
+    result = linear_probe(finetune_cfg(data, "probe.path=faithful", "probe.epochs=2", *AUG_OFF), run_dir)
+    return run_dir, result
+
+
+@pytest.fixture(scope="module")
+def lfw(tmp_path_factory):
+    return write_lfw(tmp_path_factory.mktemp("verify"))
+
+
+@pytest.fixture(scope="module")
+def fra_run(data, lfw, tmp_path_factory):
+    """A tiny FRA pre-training run (width 8, no max-pool; 2 steps) with the LFW verification monitor on."""
+    run_dir = tmp_path_factory.mktemp("fra") / "run"
+    cfg = load_config(None, [*TINY_FRA, "data.source=folder", f"data.root={data['train']}", "train.epochs=1",
+                             "monitor.verify_pairs=lfw", f"monitor.verify_root={lfw}"])
+    return run_dir, pretrain(cfg, run_dir)

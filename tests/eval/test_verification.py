@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from frafer.artifacts.checkpoint import latest_checkpoint
 from frafer.data.readers.pairs import Pair, read_cfp_pairs, read_lfw_pairs, read_pairs
 from frafer.errors import FraferError
 from frafer.eval.pair_scores import best_threshold, embed_images, evaluate_pairs, kfold_accuracy, roc_auc
-from tests.conftest import LFW_PAIRS, write_lfw
+from frafer.eval.verification import verify_checkpoint
+from tests.conftest import LFW_PAIRS, metrics_lines, write_lfw
 
 # --- ROC AUC and the k-fold protocol -------------------------------------------------------------------------------
 
@@ -262,3 +265,24 @@ def test_evaluate_pairs_skips_pairs_with_a_corrupt_image(tmp_path):
     assert out["accuracy"] == pytest.approx(100.0)
     with pytest.raises(FraferError, match="empty pair list"):
         evaluate_pairs(mean_colour, [], to_tensor)
+
+
+# ----------------------------------------------------------------------------------------------- verification
+
+
+def test_verify_checkpoint_on_lfw(fra_run, lfw):
+    run_dir, _ = fra_run
+    result, path = verify_checkpoint(str(run_dir), "lfw", str(lfw))
+    assert 0 <= result["accuracy"] <= 100 and 0 <= result["auc"] <= 100
+    assert result["pairs"] == 8 and result["image_size"] == 32 and result["protocol"] == "lfw"
+    assert path == latest_checkpoint(run_dir) / "verification_lfw_lfw.json"
+    assert json.loads(path.read_text())["accuracy"] == result["accuracy"]
+
+
+def test_pretraining_monitors_verification(fra_run):
+    run_dir, result = fra_run
+    assert result.step == 2 and [v["epoch"] for v in result.verification] == [1]
+    record = result.verification[0]
+    assert 0 <= record["accuracy"] <= 100 and record["skipped_pairs"] == 0
+    logged = [x for x in metrics_lines(run_dir) if x["kind"] == "monitor"]
+    assert len(logged) == 1 and logged[0]["verify_accuracy"] == record["accuracy"]

@@ -1,11 +1,10 @@
-"""Downstream expression recognition: fine-tune, linear probe (cached = faithful), resume, init sources, bundles,
-evaluation, crowd modes, balanced sampling, bad input, subject folds, verification and the CLI around them."""
+"""Downstream training: fine-tune, linear probe (cached = faithful), resume, crowd modes, balanced sampling, bad
+input, subject folds, class sets and the CLI around them. Init sources and bundles are in tests/artifacts/."""
 
 from __future__ import annotations
 
 import json
 import math
-import pickle
 import shutil
 import signal
 from collections import Counter
@@ -14,109 +13,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision
 import yaml
 from PIL import Image
 
 from frafer.artifacts.bundle import load_bundle
-from frafer.artifacts.checkpoint import latest_checkpoint, load_state, load_weights, save_weights
-from frafer.artifacts.export import export_backbone
-from frafer.artifacts.trunk_init import TrunkLayout, load_trunk, rescale_to_init_norms
+from frafer.artifacts.checkpoint import latest_checkpoint, load_state, load_weights
 from frafer.cli import main
-from frafer.config.loader import build_config, load_config
+from frafer.config.loader import build_config
 from frafer.config.schema import FinetuneConfig
-from frafer.data.fer.dataset import FERImages, FERSample, collate_fer
+from frafer.data.fer.dataset import FERSample
 from frafer.data.fer.labels import EXPRESSIONS
 from frafer.data.fer.splits import class_balanced_weights, make_targets, prepare_splits
 from frafer.data.pipelines.sampling import EpochBatchSampler, sample_seed
 from frafer.errors import FraferError
-from frafer.eval import reports as metrics_module
 from frafer.eval.evaluate import evaluate_bundle
-from frafer.eval.verification import verify_checkpoint
 from frafer.methods import heads as heads_module
 from frafer.models.backbones import build_trunk
 from frafer.models.classifier import FERClassifier
 from frafer.train import classifier_loop as finetune_module
 from frafer.train import linear_probe as linear_probe_module
-from frafer.train.downstream_common import build_classifier
 from frafer.train.finetune import finetune, linear_probe
-from frafer.train.pretrain import pretrain
-from tests.conftest import AUG_OFF, TINY_FRA, write_lfw
+from tests.conftest import AUG_OFF, equal_weights, metrics_lines
 from tests.conftest import TINY_FINETUNE as TINY
 from tests.conftest import finetune_cfg as cfg_for
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These networks are tiny: on a busy 2-core machine two OpenMP threads cost far more than they compute."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def ctrl_c():
-    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a background job (nohup, `cmd &`) starts with SIGINT
-    ignored, and a raised SIGINT would then do nothing at all."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-@pytest.fixture
-def quick_figures(monkeypatch):
-    """Confusion PNGs as a plain grey image of the counts: the Matplotlib figure costs ~0.4 s each and is drawn
-    for real by the shared fine-tuning run the report tests read."""
-
-    def figure(cm, classes, title, path):
-        Image.fromarray(np.uint8(255 * cm / max(cm.max(), 1))).save(path, format="PNG")
-
-    monkeypatch.setattr(metrics_module, "_confusion_figure", figure)
-
-
-
-
-
-
-
-
-def metrics_lines(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def equal_weights(a: dict, b: dict) -> bool:
-    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture(scope="module")
-def ft_run(data, tmp_path_factory):
-    """One uninterrupted 2-epoch fine-tune (8 steps, selection on val), with real figures: read by several tests."""
-    run_dir = tmp_path_factory.mktemp("ft") / "run"
-    result = finetune(cfg_for(data, "train.epochs=2"), run_dir)
-    return run_dir, result
-
-
-@pytest.fixture(scope="module")
-def lp_faithful(data, tmp_path_factory):
-    """The faithful linear probe with the training augmentation off, 2 epochs."""
-    run_dir = tmp_path_factory.mktemp("lp") / "faithful"
-    result = linear_probe(cfg_for(data, "probe.path=faithful", "probe.epochs=2", *AUG_OFF), run_dir)
-    return run_dir, result
-
-
-@pytest.fixture(scope="module")
-def lfw(tmp_path_factory):
-    return write_lfw(tmp_path_factory.mktemp("verify"))
-
-
-@pytest.fixture(scope="module")
-def fra_run(data, lfw, tmp_path_factory):
-    """A tiny FRA pre-training run (width 8, no max-pool; 2 steps) with the LFW verification monitor on."""
-    run_dir = tmp_path_factory.mktemp("fra") / "run"
-    cfg = load_config(None, [*TINY_FRA, "data.source=folder", f"data.root={data['train']}", "train.epochs=1",
-                             "monitor.verify_pairs=lfw", f"monitor.verify_root={lfw}"])
-    return run_dir, pretrain(cfg, run_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------- linear probe
@@ -331,210 +252,6 @@ def test_resume_refuses_another_batch_size(data, ft_run, tmp_path, quick_figures
         finetune(cfg_for(data, "train.epochs=2", "train.batch_size=16"), tmp_path / "run", resume=True)
 
 
-# ----------------------------------------------------------------------------------------------- init sources
-
-
-def ft_with_init(data, init, *more) -> FinetuneConfig:
-    # width / max-pool deliberately unlike the tiny FRA run's, so a layout taken from the run shows
-    return cfg_for(data, f"model.init={init}", "model.width=4", "model.remove_maxpool=false", *more)
-
-
-def test_init_from_an_fra_run_takes_its_trunk_and_layout(data, fra_run):
-    run_dir, _ = fra_run
-    online = load_weights(latest_checkpoint(run_dir) / "weights.safetensors")
-    expected = {k[len("online.trunk."):]: v for k, v in online.items() if k.startswith("online.trunk.")}
-    model, record = build_classifier(ft_with_init(data, run_dir), 7)
-    assert equal_weights(model.trunk.state_dict(), expected)
-    assert record["layout"] == {"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 8, "remove_maxpool": True}
-    assert record["source"] == str(latest_checkpoint(run_dir) / "weights.safetensors")
-    assert model.head.in_features == 64 and model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
-
-
-def test_init_from_an_exported_backbone(data, fra_run, tmp_path):
-    run_dir, _ = fra_run
-    exported = export_backbone(run_dir)
-    expected = {k[len("online.trunk."):]: v for k, v in load_weights(
-        latest_checkpoint(run_dir) / "weights.safetensors").items() if k.startswith("online.trunk.")}
-    model, record = build_classifier(ft_with_init(data, exported), 7)
-    assert equal_weights(model.trunk.state_dict(), expected) and record["layout"]["remove_maxpool"] is True
-    # moved away from its run folder, the file's own metadata still says the run had no max-pool
-    alone = tmp_path / "elsewhere" / "backbone.safetensors"
-    alone.parent.mkdir()
-    shutil.copy(exported, alone)
-    trunk, record = load_trunk(str(alone), "resnet50", [], 64, False)
-    assert record["layout"]["remove_maxpool"] is True and record["layout"]["width"] == 8
-    assert equal_weights(trunk.state_dict(), expected)
-
-
-def test_init_from_a_torchvision_pth(data, tmp_path):
-    reference = torchvision.models.resnet18(weights=None).state_dict()
-    path = tmp_path / "weights" / "resnet18.pth"
-    path.parent.mkdir()
-    torch.save(reference, path)
-    (tmp_path / "config.yaml").write_text("name: some other tool's settings\n")  # not a frafer run: ignored
-    trunk, record = load_trunk(str(path), "resnet50", [], 4, True)
-    assert record["layout"] == {"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 64, "remove_maxpool": True}
-    state = trunk.state_dict()
-    assert set(state) == {k for k in reference if not k.startswith("fc.")}
-    assert all(torch.equal(state[k], reference[k]) for k in state)
-    # wrapped in a {"state_dict": …} with a "module." prefix, as DataParallel training scripts save it
-    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.items()}}, tmp_path / "wrapped.pth")
-    trunk, _ = load_trunk(str(tmp_path / "wrapped.pth"), "resnet50", [], 4, False)
-    assert torch.equal(trunk.layer4[1].conv2.weight, reference["layer4.1.conv2.weight"])
-
-
-class _RunsCode:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
-def test_init_refuses_pickled_objects_and_missing_paths(data, tmp_path):
-    import warnings
-
-    marker = tmp_path / "code-ran"
-    torch.save({"conv1.weight": _RunsCode(marker)}, tmp_path / "evil.pth")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with pytest.raises(FraferError, match=r"evil\.pth cannot be loaded safely: it holds pickled Python objects") \
-                as err:
-            build_classifier(ft_with_init(data, tmp_path / "evil.pth"), 7)
-    assert not caught  # frafer's own line only, no library warning above it
-    assert "never unpickles" in str(err.value) and "safetensors" in str(err.value)
-    assert "weights_only" not in str(err.value)  # never the advice to unpickle an untrusted file
-    assert not marker.exists()
-    (tmp_path / "raw.pth").write_bytes(pickle.dumps(_RunsCode(marker)))
-    with pytest.raises(FraferError, match="cannot be loaded safely"):
-        load_trunk(str(tmp_path / "raw.pth"), "resnet18", [], 4, False)
-    assert not marker.exists()
-    (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(FraferError, match="cut.pth cannot be loaded safely: it is not a readable torch file"):
-        load_trunk(str(tmp_path / "cut.pth"), "resnet18", [], 4, False)
-    missing = tmp_path / "no" / "such" / "run"
-    with pytest.raises(FraferError, match=f"model.init {missing}: no such file or folder"):
-        build_classifier(ft_with_init(data, missing), 7)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FraferError, match="a folder without checkpoints"):
-        load_trunk(str(tmp_path / "empty"), "resnet18", [], 4, False)
-
-
-def test_init_none_is_random_but_seeded(data, fra_run):
-    model, record = build_classifier(cfg_for(data, "model.init=none"), 7)
-    again, _ = build_classifier(cfg_for(data, "model.init=none"), 7)
-    other, _ = build_classifier(cfg_for(data, "model.init=none", "train.seed=1"), 7)
-    assert record["source"] == "none (random init)"
-    assert record["layout"] == {"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 4, "remove_maxpool": True}
-    assert equal_weights(model.state_dict(), again.state_dict())
-    assert not torch.equal(model.trunk.conv1.weight, other.trunk.conv1.weight)
-
-
-def test_init_from_a_finetuning_run_takes_its_bundle(data, ft_run):
-    run_dir, _ = ft_run
-    model, record = build_classifier(ft_with_init(data, run_dir), 7)
-    bundle = load_weights(run_dir / "model" / "weights.safetensors")
-    assert equal_weights(model.trunk.state_dict(), {k[6:]: v for k, v in bundle.items() if k.startswith("trunk.")})
-    assert record["layout"]["width"] == 4 and record["layout"]["remove_maxpool"] is True
-
-
-# ----------------------------------------------------------------------------------------------- bundle and reports
-
-
-def test_bundle_rebuilds_the_selected_model(data, ft_run):
-    run_dir, result = ft_run
-    best_epoch = int(result.results["best_val"]["epoch"])
-    ckpt = run_dir / "checkpoints" / f"step_{best_epoch * 4:08d}"
-    layout = TrunkLayout.from_dict(json.loads((run_dir / "init.json").read_text())["layout"])
-    trained = FERClassifier(layout.build(), 7)
-    trained.load_state_dict(load_weights(ckpt / "weights.safetensors"))
-    trained.eval()
-    bundle = load_bundle(run_dir)
-    assert bundle.classes == EXPRESSIONS[:7] and bundle.input_size == 32 and bundle.layout == layout
-    assert bundle.info["epoch"] == best_epoch and bundle.info["init"] == "none (random init)"
-    splits = prepare_splits(cfg_for(data).data, 0)
-    images, _, _, _ = collate_fer([FERImages(splits.test, bundle.transform())[i] for i in range(6)])
-    with torch.no_grad():
-        torch.testing.assert_close(bundle.model(images), trained(images), rtol=0, atol=0)
-    last = load_bundle(run_dir / "model_last")
-    assert last.info["epoch"] == 2
-    assert equal_weights(last.model.state_dict(), load_weights(run_dir / "checkpoints" / "step_00000008"
-                                                                / "weights.safetensors"))
-
-
-def test_evaluate_bundle_reproduces_the_test_report(data, ft_run):
-    run_dir, _ = ft_run
-    results = json.loads((run_dir / "results.json").read_text())
-    report, files = evaluate_bundle(run_dir, None, None, "test")
-    expected = results["best_val"]["test"]
-    assert report["confusion"] == expected["confusion"] and report["top1"] == pytest.approx(expected["top1"])
-    assert report["count"] == 12 and files["md"].is_file() and files["png"].is_file()
-    # the same numbers when the dataset is named explicitly (here: only its test folder)
-    again, _ = evaluate_bundle(run_dir, "synthetic", str(data["test"]), "test", out_dir=run_dir / "again")
-    assert again["confusion"] == expected["confusion"]
-
-
-def test_evaluate_rebuilds_a_validation_split_carved_from_train(data, tmp_path, quick_figures):
-    # like RAF-DB: no validation folder, so training held out 25 % of the training identities
-    cfg = cfg_for(data, "train.epochs=1", "data.val_fraction=0.25", "train.seed=3", extra=("test",))
-    result = finetune(cfg, tmp_path / "run")
-    expected = result.results["best_val"]["val"]
-    assert 0 < expected["count"] < 32
-    report, _ = evaluate_bundle(tmp_path / "run", None, None, "val")
-    assert report["count"] == expected["count"] and report["confusion"] == expected["confusion"]
-
-
-def test_run_folder_reports(data, ft_run):
-    run_dir, _ = ft_run
-    results = json.loads((run_dir / "results.json").read_text())
-    splits = prepare_splits(cfg_for(data).data, 0)
-    for which in ("last", "best_val"):
-        for split, samples in (("val", splits.val), ("test", splits.test)):
-            assert np.asarray(results[which][split]["confusion"]).sum() == len(samples)
-            stem = run_dir / "reports" / f"{which}_{split}"
-            png = Path(f"{stem}_confusion.png")
-            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(png).size[0] > 100
-            rows = Path(f"{stem}_confusion.csv").read_text().splitlines()
-            assert rows[0].split(",")[1:] == list(EXPRESSIONS[:7]) and len(rows) == 8
-    md = (run_dir / "results.md").read_text()
-    assert md.startswith("# finetune on synthetic") and md.count("| test |") == 2
-    history = [x for x in metrics_lines(run_dir) if x["kind"] == "val"]
-    assert [x["epoch"] for x in history] == [1, 2]
-
-
-def test_damaged_bundles_are_refused(ft_run, tmp_path):
-    run_dir, _ = ft_run
-    wrong = shutil.copytree(run_dir / "model", tmp_path / "wrong")
-    meta = json.loads((wrong / "bundle.json").read_text())
-    (wrong / "bundle.json").write_text(json.dumps(meta | {"format": "something-else"}))
-    with pytest.raises(FraferError, match="format is 'something-else', expected 'frafer-fer-bundle'"):
-        load_bundle(wrong)
-    cut = shutil.copytree(run_dir / "model", tmp_path / "cut")
-    weights = (cut / "weights.safetensors").read_bytes()
-    (cut / "weights.safetensors").write_bytes(weights[: len(weights) // 2])
-    with pytest.raises(FraferError, match="not a readable safetensors file"):
-        load_bundle(cut)
-    with pytest.raises(FraferError, match="is not a model bundle"):
-        load_bundle(tmp_path)
-    unknown = shutil.copytree(run_dir / "model", tmp_path / "unknown")
-    (unknown / "bundle.json").write_text(json.dumps(meta | {"network": "dmue_branches"}))
-    with pytest.raises(FraferError, match="holds a 'dmue_branches' network.*known: linear.*nothing was loaded"):
-        load_bundle(unknown)
-    older = shutil.copytree(run_dir / "model", tmp_path / "older")  # written before bundles named their network
-    (older / "bundle.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "network"}))
-    assert load_bundle(older).classes == load_bundle(run_dir).classes
-
-
-def test_bundles_name_their_network_head_and_pretraining_method(data, ft_run, fra_run, tmp_path, quick_figures):
-    run_dir, _ = ft_run
-    meta = json.loads((run_dir / "model" / "bundle.json").read_text())
-    assert meta["network"] == "linear" and meta["info"]["head"] == "finetune"
-    assert meta["info"]["pretrain_method"] == "none"  # random init
-    result = linear_probe(ft_with_init(data, fra_run[0], "probe.epochs=1"), tmp_path / "lp")
-    info = json.loads((result.run_dir / "model" / "bundle.json").read_text())["info"]
-    assert info["head"] == "linear" and info["pretrain_method"] == "fra"
-
-
 # ----------------------------------------------------------------------------------------------- crowd labels
 
 
@@ -716,31 +433,9 @@ def test_subject_folds_are_disjoint_and_train(subject_folders, tmp_path, quick_f
     assert report["count"] == len(splits.test)
 
 
-# ----------------------------------------------------------------------------------------------- verification
-
-
-def test_verify_checkpoint_on_lfw(fra_run, lfw):
-    run_dir, _ = fra_run
-    result, path = verify_checkpoint(str(run_dir), "lfw", str(lfw))
-    assert 0 <= result["accuracy"] <= 100 and 0 <= result["auc"] <= 100
-    assert result["pairs"] == 8 and result["image_size"] == 32 and result["protocol"] == "lfw"
-    assert path == latest_checkpoint(run_dir) / "verification_lfw_lfw.json"
-    assert json.loads(path.read_text())["accuracy"] == result["accuracy"]
-
-
-def test_pretraining_monitors_verification(fra_run):
-    run_dir, result = fra_run
-    assert result.step == 2 and [v["epoch"] for v in result.verification] == [1]
-    record = result.verification[0]
-    assert 0 <= record["accuracy"] <= 100 and record["skipped_pairs"] == 0
-    logged = [x for x in metrics_lines(run_dir) if x["kind"] == "monitor"]
-    assert len(logged) == 1 and logged[0]["verify_accuracy"] == record["accuracy"]
-
-
 def test_probe_feature_norm_folds_into_the_saved_head():
     """The linear probe's parameter-free batch-norm is folded into the Linear layer of every saved model: the plain
     trunk + Linear rebuilt from deployable_state_dict gives the probe's eval-mode logits."""
-    from frafer.models.backbones import build_trunk
 
     torch.manual_seed(0)
     probe = FERClassifier(build_trunk("resnet18", (), 4, True), 7)
@@ -854,24 +549,6 @@ def test_pretrain_method_of_runs_written_before_the_method_key(tmp_path):
     assert pretrain_method(weights) == "fra"
     (tmp_path / "run" / "config.yaml").write_text("method: moco_v2\n")
     assert pretrain_method(weights) == "moco_v2"
-
-
-def test_rescale_init_undoes_weight_growth_and_is_recorded(data, tmp_path):
-    trunk = build_trunk("resnet18", width=8)
-    convs = [m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)]
-    # a fresh init already sits at sqrt(2·in) within sampling noise: factors near 1
-    assert all(abs(f - 1) < 0.15 for f in rescale_to_init_norms(build_trunk("resnet18", width=8)))
-    with torch.no_grad():
-        for i, m in enumerate(convs):
-            m.weight.mul_(1.5 + i)  # growth as long pre-training gives
-    factors = rescale_to_init_norms(trunk)
-    assert all(f < 0.7 for f in factors)
-    assert all(m.weight.norm().item() == pytest.approx(math.sqrt(2 * m.in_channels), rel=1e-5) for m in convs)
-    weights = tmp_path / "grown.safetensors"
-    save_weights(weights, trunk.state_dict())
-    cfg = cfg_for(data, f"model.init={weights}", "model.rescale_init=true")
-    model, record = build_classifier(cfg, 7)
-    assert record["rescaled"]["convs"] == len(convs) and record["rescaled"]["max"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_the_demo_chooses_each_inits_learning_rate_on_val(data, tmp_path, quick_figures):
