@@ -24,8 +24,8 @@ import torch
 
 from frafer.config.loader import build_config
 from frafer.config.schema import FinetuneConfig
-from frafer.train import linear_probe as probe_module
-from frafer.train.finetune import linear_probe
+from frafer.train import cached_probe as probe_module
+from frafer.train.linear_probe import linear_probe
 
 
 def _write_fer2013(path: Path, rows: int) -> None:

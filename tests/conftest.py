@@ -19,7 +19,8 @@ from frafer.config.loader import build_config, load_config
 from frafer.config.schema import FinetuneConfig, ModelConfig
 from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.eval import reports as metrics_module
-from frafer.train.finetune import finetune, linear_probe
+from frafer.train.finetune import finetune
+from frafer.train.linear_probe import linear_probe
 from frafer.train.pretrain import pretrain
 
 torch.set_num_threads(2)

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _ENTRIES = {
     "pretrain": "frafer.train.pretrain",
     "finetune": "frafer.train.finetune",
-    "linear_probe": "frafer.train.finetune",
+    "linear_probe": "frafer.train.linear_probe",
     "load_config": "frafer.config.loader",
     "load_bundle": "frafer.artifacts.bundle",
     "evaluate_bundle": "frafer.eval.evaluate",

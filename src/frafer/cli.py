@@ -223,7 +223,8 @@ def _pretrain(args) -> int:
 
 def _downstream(args) -> int:
     from frafer.config.schema import FinetuneConfig
-    from frafer.train.finetune import finetune, linear_probe
+    from frafer.train.finetune import finetune
+    from frafer.train.linear_probe import linear_probe
 
     entry = finetune if args.command == "finetune" else linear_probe
     cfg, run_dir, resume = _run_plan(args, FinetuneConfig, args.command)

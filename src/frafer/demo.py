@@ -26,7 +26,8 @@ from frafer.data.fer.labels import BASIC_EXPRESSIONS
 from frafer.data.synthetic.renderer import compose_group_picture, render_face, write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.eval.reports import markdown_table
-from frafer.train.finetune import finetune, linear_probe
+from frafer.train.finetune import finetune
+from frafer.train.linear_probe import linear_probe
 from frafer.train.pretrain import pretrain
 
 FER_SPLITS = {"train": ("Training", 1400, 100), "val": ("PublicTest", 350, 25), "test": ("PrivateTest", 700, 50)}

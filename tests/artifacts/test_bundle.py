@@ -21,7 +21,8 @@ from frafer.data.fer.splits import prepare_splits
 from frafer.errors import FraferError
 from frafer.eval.evaluate import evaluate_bundle
 from frafer.models.classifier import FERClassifier
-from frafer.train.finetune import finetune, linear_probe
+from frafer.train.finetune import finetune
+from frafer.train.linear_probe import linear_probe
 from tests.conftest import equal_weights, ft_with_init, metrics_lines
 from tests.conftest import finetune_cfg as cfg_for
 

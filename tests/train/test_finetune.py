@@ -30,9 +30,10 @@ from frafer.eval.evaluate import evaluate_bundle
 from frafer.methods import heads as heads_module
 from frafer.models.backbones import build_trunk
 from frafer.models.classifier import FERClassifier
+from frafer.train import cached_probe as linear_probe_module
 from frafer.train import classifier_loop as finetune_module
-from frafer.train import linear_probe as linear_probe_module
-from frafer.train.finetune import finetune, linear_probe
+from frafer.train.finetune import finetune
+from frafer.train.linear_probe import linear_probe
 from tests.conftest import AUG_OFF, equal_weights, metrics_lines
 from tests.conftest import TINY_FINETUNE as TINY
 from tests.conftest import finetune_cfg as cfg_for

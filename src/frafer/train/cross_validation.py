@@ -24,9 +24,9 @@ from frafer.engine import common
 from frafer.eval.reports import markdown_table
 from frafer.files import atomic_write_text
 from frafer.methods.heads import get_head
+from frafer.train.cached_probe import run_cached_probe
 from frafer.train.classifier_loop import run_classifier
 from frafer.train.downstream_common import FinetuneResult
-from frafer.train.linear_probe import run_cached_probe
 
 
 def run_folds(cfg: FinetuneConfig, run_dir: Path, mode: str, resume: bool = False, overwrite: bool = False):

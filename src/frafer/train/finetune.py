@@ -1,7 +1,7 @@
-"""Downstream expression recognition, the public entries: `finetune(cfg)` and `linear_probe(cfg)`.
+"""Fine-tuning, the public entry: `finetune(cfg)` (plain or DMUE, as `model.head` says).
 
-Each runs one split, or every fold of a cross-validation (`frafer.train.cross_validation`); fine-tuning and the
-faithful probe train in `frafer.train.classifier_loop`, the cached probe in `frafer.train.linear_probe`.
+It runs one split, or every fold of a cross-validation (`frafer.train.cross_validation`); the training itself is
+`frafer.train.classifier_loop`. The linear probe's entry is `frafer.train.linear_probe`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from frafer.methods.heads import get_head
 from frafer.train.classifier_loop import run_classifier
 from frafer.train.cross_validation import run_folds
 from frafer.train.downstream_common import FinetuneResult, every_fold, resolve_run_dir
-from frafer.train.linear_probe import run_cached_probe
 
-__all__ = ["FinetuneResult", "finetune", "linear_probe"]
+__all__ = ["FinetuneResult", "finetune"]
 
 
 def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False,
@@ -28,19 +27,3 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: boo
     if every_fold(cfg.data):
         return run_folds(cfg, resolve_run_dir(cfg, run_dir, "finetune"), "finetune", resume, overwrite)
     return run_classifier(cfg, run_dir, resume, get_head(cfg.model.head), overwrite=overwrite)
-
-
-def linear_probe(cfg: FinetuneConfig, run_dir: str | Path | None = None, resume: bool = False,
-                 overwrite: bool = False) -> FinetuneResult:
-    """Train a linear head on the frozen trunk: cached features (probe.path=cached) or the faithful loop.
-
-    Into a folder holding another run only with `overwrite`; the cached path then reuses the folder's feature
-    cache when it was made from the same trunk, pipeline and data, and refuses it otherwise. With folds and
-    data.fold=-1, every fold runs in turn, sharing one feature cache.
-    """
-    if every_fold(cfg.data):
-        return run_folds(cfg, resolve_run_dir(cfg, run_dir, "linear_probe"), "linear_probe", resume, overwrite)
-    if cfg.probe.path == "cached":  # seconds on its feature cache: a resume simply trains the head again
-        return run_cached_probe(cfg, resolve_run_dir(cfg, run_dir, "linear_probe"), overwrite or resume)
-    return run_classifier(cfg, run_dir, resume, get_head("linear"), overwrite=overwrite)
-
