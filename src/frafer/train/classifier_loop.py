@@ -167,7 +167,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, head: Head, ctx,
         # resumed from a checkpoint taken at an epoch's end before its validation was recorded (Ctrl-C while
         # validating): validate now, so that epoch still takes part in model selection
         best = validate_epoch(finished, best)
-    steps = StepParts(net, objective, optimizer, scaler, params, 0.0 if frozen else cfg.optim.grad_clip, ema,
+    steps = ClassifierStepParts(net, objective, optimizer, scaler, params, 0.0 if frozen else cfg.optim.grad_clip, ema,
                       min_lr, mode)
     with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: result.step):
         while result.step < budget.stop:
@@ -195,7 +195,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, head: Head, ctx,
 
 
 @dataclass(frozen=True)
-class StepParts:
+class ClassifierStepParts:
     """What a downstream step uses: the network (DDP-wrapped or not), its objective, what it optimises and how."""
     net: torch.nn.Module
     objective: Objective
@@ -208,7 +208,7 @@ class StepParts:
     label: str  # of the progress bar
 
 
-def train_one_epoch(t, steps: StepParts, loader, sampler: EpochBatchSampler, budget: Budget, ctx,
+def train_one_epoch(t, steps: ClassifierStepParts, loader, sampler: EpochBatchSampler, budget: Budget, ctx,
                     logger: MetricsLogger, result: FinetuneResult) -> int:
     """From `result.step` to the end of its epoch (or to the run's stop); returns the unreadable images it skipped.
 

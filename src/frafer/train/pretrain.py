@@ -188,7 +188,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     if step == 0 and cfg.monitor.knn_at_start:
         run_monitor(0)
     model.train()
-    steps = StepParts(net, method, momentum_pairs, optimizer, scaler, params, colour)
+    steps = PretrainStepParts(net, method, momentum_pairs, optimizer, scaler, params, colour)
     with session.checkpoint_on_interrupt(ctx, checkpoint, logger, result, lambda: result.step):
         while result.step < budget.stop:
             train_one_epoch(cfg, steps, loader, sampler, budget, ctx, skipped, logger, result, checkpoint)
@@ -205,7 +205,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
 
 
 @dataclass(frozen=True)
-class StepParts:
+class PretrainStepParts:
     """What a pre-training step uses: the network (DDP-wrapped or not), its method, what it optimises and how."""
     net: torch.nn.Module
     method: Method
@@ -216,7 +216,7 @@ class StepParts:
     colour: BatchedViewColour | None  # the views' colour half on the device, or None (the loader did it)
 
 
-def train_one_epoch(cfg: PretrainConfig, steps: StepParts, loader, sampler: EpochBatchSampler, budget: Budget,
+def train_one_epoch(cfg: PretrainConfig, steps: PretrainStepParts, loader, sampler: EpochBatchSampler, budget: Budget,
                     ctx: distributed.Context, skipped: SkipReport, logger: MetricsLogger, result: PretrainResult,
                     checkpoint) -> None:
     """From `result.step` to the end of its epoch (or to the run's stop): steps, logging, periodic checkpoints."""
