@@ -15,7 +15,7 @@ from pathlib import Path
 
 from frafer.errors import FraferError
 
-DEFAULT_MODEL = "ferplus-r18w32-v1"
+DEFAULT_MODEL = "ferplus-r18w24-v2"
 INT8_FILE = "model.int8.onnx"  # optional: the classifier quantised to int8, what `--backend onnx` runs
 ROOT = Path(__file__).parent
 REINSTALL = "reinstall frafer (pip install --force-reinstall --no-deps frafer, or pip install -e . in a checkout)"
