@@ -30,7 +30,7 @@ from frafer.eval.evaluate import evaluate_bundle
 from frafer.methods import heads as heads_module
 from frafer.models.backbones import build_trunk
 from frafer.models.classifier import FERClassifier
-from frafer.train import cached_probe as linear_probe_module
+from frafer.train import cached_probe as cached_probe_module
 from frafer.train import classifier_loop as finetune_module
 from frafer.train.finetune import finetune
 from frafer.train.linear_probe import linear_probe
@@ -78,7 +78,7 @@ def test_cached_probe_reuses_its_feature_cache(data, tmp_path, quick_figures, mo
     def no_extraction(*args, **kwargs):
         raise AssertionError("features were extracted again although the cache matches")
 
-    monkeypatch.setattr(linear_probe_module, "extract_features", no_extraction)
+    monkeypatch.setattr(cached_probe_module, "extract_features", no_extraction)
     capsys.readouterr()
     linear_probe(cfg, tmp_path / "run", overwrite=True)
     assert f"from the cache in {tmp_path / 'run' / 'features'}" in capsys.readouterr().out  # and it says so
@@ -119,13 +119,13 @@ def test_fresh_runs_refuse_a_used_run_folder(data, ft_run, tmp_path, quick_figur
 
 def test_probe_head_trains_on_one_thread_whatever_the_setting(data, tmp_path, quick_figures, monkeypatch):
     seen = []
-    real = linear_probe_module.schedule_lr
+    real = cached_probe_module.schedule_lr
 
     def recording(*args):
         seen.append(torch.get_num_threads())
         return real(*args)
 
-    monkeypatch.setattr(linear_probe_module, "schedule_lr", recording)
+    monkeypatch.setattr(cached_probe_module, "schedule_lr", recording)
     linear_probe(cfg_for(data, "probe.path=cached", "probe.epochs=1", "train.threads=2"), tmp_path / "run")
     assert seen and set(seen) == {1} and torch.get_num_threads() == 2  # restored after the head
     assert json.loads((tmp_path / "run" / "run.json").read_text())["machine"]["threads"] == 2
@@ -322,7 +322,7 @@ def test_missing_root_fails_before_any_model(data, tmp_path, monkeypatch):
         raise AssertionError("a model was built")
 
     monkeypatch.setattr(finetune_module, "build_classifier", no_model)
-    monkeypatch.setattr(linear_probe_module, "build_classifier", no_model)
+    monkeypatch.setattr(cached_probe_module, "build_classifier", no_model)
     missing = tmp_path / "nowhere"
     cfg = build_config({}, [*TINY, f"data.root={missing}"], FinetuneConfig)
     with pytest.raises(FraferError, match=str(missing)):
@@ -497,13 +497,13 @@ def test_a_dataset_trains_on_the_classes_it_has(ck_like):
 
 
 def test_all_folds_of_a_fold_column_in_one_command(ck_like, tmp_path, quick_figures, monkeypatch, capsys):
-    real, extracted = linear_probe_module.extract_features, []
+    real, extracted = cached_probe_module.extract_features, []
 
     def counting(model, samples, *args, **kwargs):
         extracted.extend(s.key for s in samples)
         return real(model, samples, *args, **kwargs)
 
-    monkeypatch.setattr(linear_probe_module, "extract_features", counting)
+    monkeypatch.setattr(cached_probe_module, "extract_features", counting)
     classes = "data.classes=[happy,sad,surprise,fear,disgust,anger]"
     cfg = ck_cfg(ck_like, "data.fold_column=fold3_by_subject", classes, "probe.epochs=2", "probe.flip_average=false")
     assert cfg.data.fold == -1  # the default: every fold
