@@ -139,6 +139,17 @@ def test_label_smoothing_is_refused_where_there_is_no_single_target():
         load_config(None, [*base, "data.crowd_mode=multilabel"], FinetuneConfig)
 
 
+def test_mixing_is_refused_for_dmue():
+    from frafer.config.schema import FinetuneConfig
+
+    base = ["data.root=/d", "aug.mix=mixup"]
+    assert load_config(None, base, FinetuneConfig).aug.mix == "mixup"
+    with pytest.raises(FraferError, match="'aug.mix': DMUE"):
+        load_config(None, [*base, "model.head=dmue"], FinetuneConfig)
+    with pytest.raises(FraferError, match="aug.mix"):
+        load_config(None, ["data.root=/d", "aug.mix=blend"], FinetuneConfig)
+
+
 def test_a_recipe_starts_from_its_base_section_by_section(tmp_path):
     from frafer.config.schema import FinetuneConfig
 

@@ -247,6 +247,20 @@ def test_the_weights_moving_average_is_what_ships_and_resumes_exactly(data, tmp_
         finetune(cfg_for(data, *ema), tmp_path / "plain", resume=True)
 
 
+def test_cutmix_trains_on_one_hot_crowd_draws_and_resumes_exactly(data, tmp_path, quick_figures):
+    mix = ["train.epochs=2", "aug.mix=cutmix", "data.crowd_mode=probability", "train.select=last"]
+    straight = finetune(cfg_for(data, *mix), tmp_path / "straight")
+    finetune(cfg_for(data, *mix, "train.max_steps=3"), tmp_path / "run")
+    resumed = finetune(cfg_for(data, *mix), tmp_path / "run", resume=True)
+    assert resumed.step == straight.step == 8
+    weights = {name: load_weights(latest_checkpoint(tmp_path / name) / "weights.safetensors")
+               for name in ("straight", "run")}
+    assert all(torch.equal(weights["straight"][k], weights["run"][k]) for k in weights["straight"])
+    finetune(cfg_for(data, "train.epochs=2", "data.crowd_mode=probability", "train.select=last"), tmp_path / "unmixed")
+    unmixed = load_weights(latest_checkpoint(tmp_path / "unmixed") / "weights.safetensors")
+    assert not torch.equal(unmixed["head.weight"], weights["straight"]["head.weight"])  # the mix was applied
+
+
 def test_resume_refuses_another_batch_size(data, ft_run, tmp_path, quick_figures):
     finetune(cfg_for(data, "train.epochs=2", "train.max_steps=2"), tmp_path / "run")
     with pytest.raises(FraferError, match="4 steps per epoch, the data and batch size now give 2"):

@@ -200,6 +200,9 @@ def _validate_finetune(cfg: FinetuneConfig) -> None:
             f"config key 'data.crowd_mode': {cfg.data.crowd_mode} needs annotator votes, which only the ferplus and "
             f"synthetic formats carry (data.format={cfg.data.format})"
         )
+    if cfg.aug.mix != "none" and cfg.model.head == "dmue":
+        raise FraferError("config key 'aug.mix': DMUE mines a label distribution per image and weighs images by "
+                          "their pairs; a mixed image has two labels (use aug.mix=none with model.head=dmue)")
     if cfg.data.crowd_mode == "multilabel" and cfg.optim.label_smoothing:
         raise FraferError("config key 'optim.label_smoothing': crowd_mode=multilabel accepts any of several classes "
                           "and has no single target to smooth; set it to 0")

@@ -236,6 +236,11 @@ class FERAugConfig:
     rotate: float = _f(10.0, "random rotation range in degrees (±)", lo=0, hi=180)
     erase_p: float = _f(0.25, "random erasing probability", lo=0, hi=1)
     erase_scale: tuple[float, float] = _f((0.02, 0.25), "random erasing area range")
+    mix: Literal["none", "mixup", "cutmix"] = _f(
+        "none", "mix each training image with another of its batch (mixup: blend; cutmix: paste a box); the loss "
+                "mixes the two targets' losses by the shares (data/pipelines/batch_mix.py)")
+    mix_alpha: float = _f(1.0, "the mixed share is drawn from Beta(mix_alpha, mix_alpha)", lo=0,
+                         lo_open=True)
     mean: tuple[float, float, float] = _mean()
     std: tuple[float, float, float] = _std()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from frafer.data.pipelines.batch_mix import mix_batch, mixed_loss
 from frafer.errors import FraferError
 from frafer.losses.classification import classification_loss, crowd_loss
 from frafer.losses.dmue import dmue_loss
@@ -45,9 +46,14 @@ class Head:
 
 def _plain_objective(cfg, model: FERClassifier, num_classes: int) -> Objective:
     criterion = loss_fn(cfg)
+    mix, alpha = cfg.aug.mix, cfg.aug.mix_alpha
 
     def loss(net, images, targets, epoch):
-        value = criterion(net(images).float(), targets)
+        if mix == "none":
+            value = criterion(net(images).float(), targets)
+        else:
+            images, partner, lam = mix_batch(images, mix, alpha)
+            value = mixed_loss(criterion, net(images).float(), targets, partner, lam)
         return value, {"loss": value.detach()}
     return Objective(model, loss, lambda: model)
 
