@@ -5,7 +5,8 @@ Faces are frafer's synthetic ones, whose brow, eye, nose and mouth areas are kno
 (`frafer.data.synthetic.renderer.face_regions`). For each face and region, the heatmap (upsampled to the image) is
 read as a density over the parts plus the rest of the image (mass per part divided by the part's area); the
 region's part on that face is the densest one. Per region, consistency is the share of faces on which it picks its
-most common part (1 = always the same part). Consistency alone can mislead: nearly uniform maps with a faint
+most common part (1 = always the same part); its control is the same figure once each face's region labels are
+shuffled (what the parts' own frequencies give). Consistency alone can mislead: nearly uniform maps with a faint
 systematic tilt pick the same part everywhere. So it comes with concentration, the density of each region's chosen
 part over the mean density of all parts (1 for maps that ignore the face), and sharpness, the mean per-pixel max
 over regions (1/N for uniform maps). Only where both are well above their floors do regions sit on facial parts.
@@ -84,22 +85,38 @@ def dataset_faces(fmt: str, root: str, split: str, count: int, size: int, predic
 
 
 def measure(predictor: Predictor, faces) -> dict:
-    picks, sharp, concentration = [], [], []
+    pairs = []
     for image, parts in faces:
         _, maps = predictor.classify_crops(predictor.crop(image, predictor.detect(image)[0])[None])
-        maps = upsample_maps(maps[0], image.shape[0])  # (N, S, S)
+        pairs.append((upsample_maps(maps[0], image.shape[0]), parts))  # (N, S, S)
+    return score_regions(pairs)
+
+
+def score_regions(pairs, controls: int = 20, seed: int = 0) -> dict:
+    """Consistency, concentration and sharpness of (heatmaps (N, S, S), parts [(S, S) bool]) pairs, one per face.
+
+    control: the consistency the same picks give once each face's region labels are shuffled (the mean over
+    `controls` shuffles): what a region's "most common part" reaches by the parts' own frequencies alone.
+    """
+    picks, sharp, concentration = [], [], []
+    for maps, parts in pairs:
         density = np.array([[m[p].sum() / max(p.sum(), 1) for p in parts] for m in maps])  # (N, parts)
         picks.append(density.argmax(axis=1))
         concentration.append((density.max(axis=1) / density.mean(axis=1)).mean())
         sharp.append(maps.max(axis=0).mean())
     picks = np.stack(picks)  # (faces, N)
-    per_region = []
-    for n in range(picks.shape[1]):
-        part, hits = Counter(picks[:, n]).most_common(1)[0]
-        per_region.append((PARTS[part], hits / len(picks)))
-    return {"consistency": float(np.mean([c for _, c in per_region])), "per_region": per_region,
+    per_region = [(PARTS[part], hits / len(picks))
+                  for part, hits in (Counter(picks[:, n]).most_common(1)[0] for n in range(picks.shape[1]))]
+    rng = np.random.default_rng(seed)
+    shuffled = [_consistency(rng.permuted(picks, axis=1)) for _ in range(controls)]
+    return {"consistency": _consistency(picks), "control": float(np.mean(shuffled)), "per_region": per_region,
             "sharpness": float(np.mean(sharp)), "uniform": 1 / picks.shape[1],
             "concentration": float(np.mean(concentration))}
+
+
+def _consistency(picks: np.ndarray) -> float:
+    """Mean over regions of the share of faces on which the region picks its most common part; picks (faces, N)."""
+    return float(np.mean([Counter(picks[:, n]).most_common(1)[0][1] / len(picks) for n in range(picks.shape[1])]))
 
 
 def main() -> None:
@@ -123,7 +140,8 @@ def main() -> None:
             faces = faces_with_parts(args.faces, size, args.seed, args.gain, args.identity_offset)
         r = measure(predictor, faces)
         regions = ", ".join(f"{part} {share:.2f}" for part, share in r["per_region"])
-        print(f"{trunk:>10} trunk: consistency {r['consistency']:.2f}, concentration {r['concentration']:.3f} "
+        print(f"{trunk:>10} trunk: consistency {r['consistency']:.2f} (shuffled regions {r['control']:.2f}), "
+              f"concentration {r['concentration']:.3f} "
               f"(floor 1), sharpness {r['sharpness']:.3f} (floor {r['uniform']:.3f}); per region: {regions}")
 
 

@@ -169,8 +169,8 @@ def plan_budget(num_samples: int, batch_size: int, epochs: float, steps: int, wa
     total = steps if steps > 0 else max(1, int(epochs * steps_per_epoch + 0.5))  # half-way rounds up
     warmup = warmup_steps if warmup_steps >= 0 else round(warmup_epochs * steps_per_epoch)
     if warmup > total:
-        raise FraferError(
-            f"config key 'optim.warmup_epochs': a warm-up of {warmup} steps is longer than the {total}-step run "
-            f"({steps_per_epoch} steps an epoch); lower optim.warmup_epochs or set optim.warmup_steps"
-        )
+        key, advice = (("optim.warmup_steps", "lower it") if warmup_steps >= 0 else
+                       ("optim.warmup_epochs", "lower optim.warmup_epochs or set optim.warmup_steps"))
+        raise FraferError(f"config key '{key}': a warm-up of {warmup} steps is longer than the {total}-step run "
+                          f"({steps_per_epoch} steps an epoch); {advice}")
     return Budget(steps_per_epoch, total, warmup, min(total, max_steps) if max_steps else total)

@@ -282,6 +282,8 @@ def test_resume_refuses_another_run_length(faces, tmp_path):
 def test_a_warm_up_longer_than_the_run_is_refused(faces, tmp_path):
     with pytest.raises(FraferError, match="optim.warmup_epochs.*30 steps is longer than the 6-step run"):
         pretrain(tiny(faces, "train.epochs=2", "optim.warmup_epochs=10"), tmp_path / "run")
+    with pytest.raises(FraferError, match="'optim.warmup_steps': a warm-up of 7 steps .* 6-step run.*; lower it"):
+        pretrain(tiny(faces, "train.epochs=2", "optim.warmup_steps=7"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

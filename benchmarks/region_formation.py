@@ -1,0 +1,145 @@
+"""Do FRA's region maps form, and when? Every kept checkpoint of one or more pre-training runs, on held-out real
+faces: the study behind docs/results.md's "Where FRA's regions form".
+
+For each run it reads two things:
+- from metrics.jsonl, the training curves: hm_maxprob (mean largest region probability on the training batches;
+  1/N for flat maps), hm_entropy and the relation loss rel_ce (ln N while the maps are flat);
+- for every checkpoint under checkpoints/, the region model's maps on the same held-out faces (FER+ Valid by
+  default, never trained on): sharpness (the same largest-probability figure), consistency (per region, the share
+  of faces on which it lands on its most common facial part; parts from MTCNN's five landmarks, as
+  benchmarks/region_consistency.py does) and its control (the same picks with each face's region labels shuffled).
+
+"Formed" is decided by measurement, not by eye: sharpness at least 1.25× the flat 1/N (infer/draw.py's
+FORMED_SHARPNESS, the bar predict labels its panels by) and consistency at least 0.15 above its shuffled control.
+
+    python benchmarks/region_formation.py RUN [RUN ...] --data FERPLUS --faces 200 --out figures/regions
+
+writes regions.jsonl (one line per run and checkpoint), curves.png (training and held-out curves against steps)
+and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import yaml
+from framing import crop_landmarks  # benchmarks/framing.py
+from region_consistency import landmark_parts, score_regions  # benchmarks/region_consistency.py
+
+from frafer.artifacts.regions import region_model_from_pretraining
+from frafer.data.fer.dataset import load_sample_image
+from frafer.data.pipelines.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
+from frafer.data.readers.fer_formats import read_fer_dataset
+from frafer.infer.detect import mtcnn_detector
+from frafer.infer.draw import FORMED_SHARPNESS, upsample_maps
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CONSISTENCY_MARGIN = 0.15  # consistency above the shuffled control that counts as regions on facial parts
+
+
+def held_out_faces(fmt: str, root: str, split: str, count: int):
+    """The first `count` faces of the split that MTCNN finds: (PIL image, landmarks in unit crop coordinates)."""
+    detect, faces = mtcnn_detector(), []
+    for sample in read_fer_dataset(fmt, root).split(split):
+        if len(faces) == count:
+            break
+        image = load_sample_image(sample).convert("RGB")
+        rgb = np.asarray(image)
+        marks = crop_landmarks(rgb, detect, 4.0, 0.5)
+        if marks is not None:
+            faces.append((image, marks / np.array(rgb.shape[1::-1], np.float64)))
+    if not faces:
+        raise SystemExit(f"MTCNN found no face in the {split} split of {root}")
+    return faces
+
+
+def checkpoints(run: Path) -> list[tuple[int, Path]]:
+    found = sorted(run.glob("checkpoints/step_*/weights.safetensors"))
+    return [(int(p.parent.name.removeprefix("step_")), p) for p in found]
+
+
+@torch.no_grad()
+def measure_checkpoint(weights: Path, cfg: dict, faces) -> dict:
+    """Sharpness, consistency and its control of one checkpoint's region maps on the faces."""
+    size, aug = int(cfg["data"]["image_size"]), cfg.get("aug", {})
+    model, _ = region_model_from_pretraining(weights)
+    transform = build_eval_transform(size, aug.get("mean", VGGFACE2_MEAN), aug.get("std", VGGFACE2_STD))
+    maps = model(torch.stack([transform(image) for image, _ in faces])).float().numpy()  # (F, N, h, w)
+    pairs = [(upsample_maps(m, size), landmark_parts(marks * size, size))
+             for m, (_, marks) in zip(maps, faces, strict=True)]
+    return score_regions(pairs)
+
+
+def training_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {key: [(r["step"], r[key]) for r in rows if r.get("kind") == "train" and key in r]
+            for key in ("hm_maxprob", "rel_ce", "hm_entropy")}
+
+
+def formed(r: dict) -> bool:
+    return r["sharpness"] >= FORMED_SHARPNESS * r["uniform"] and r["consistency"] >= r["control"] + CONSISTENCY_MARGIN
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, res in results.items():
+        line, = axes[0].plot(*zip(*res["curves"]["hm_maxprob"], strict=True), label=f"{name} (training batches)")
+        steps = [r["step"] for r in res["held_out"]]
+        axes[0].plot(steps, [r["sharpness"] for r in res["held_out"]], "o--", color=line.get_color(),
+                     label=f"{name} (held-out faces)")
+        axes[1].plot(steps, [r["consistency"] for r in res["held_out"]], "o-", color=line.get_color(), label=name)
+        axes[1].plot(steps, [r["control"] for r in res["held_out"]], ":", color=line.get_color())
+        if res["curves"]["rel_ce"]:
+            axes[2].plot(*zip(*res["curves"]["rel_ce"], strict=True), color=line.get_color(), label=name)
+    uniform = next(iter(results.values()))["held_out"][0]["uniform"] if results else 0.125
+    axes[0].axhline(uniform, color="grey", lw=0.8)
+    axes[0].axhline(FORMED_SHARPNESS * uniform, color="grey", lw=0.8, ls="--")
+    axes[0].set(title="largest region probability (grey: flat 1/N, dashed: 'formed')", xlabel="step")
+    axes[1].set(title="consistency on held-out faces (dotted: shuffled regions)", xlabel="step", ylim=(0, 1))
+    axes[2].set(title="relation loss rel_ce (flat maps: ln N)", xlabel="step")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="FRA pre-training run folders")
+    p.add_argument("--data", required=True, help="the labelled dataset root the held-out faces come from")
+    p.add_argument("--format", default="ferplus")
+    p.add_argument("--split", default="val")
+    p.add_argument("--faces", type=int, default=200)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    faces = held_out_faces(args.format, args.data, args.split, args.faces)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with (args.out / "regions.jsonl").open("w") as log:
+        for run in args.runs:
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            held_out = []
+            for step, weights in checkpoints(run):
+                r = {"run": run.name, "step": step, **measure_checkpoint(weights, cfg, faces)}
+                r["formed"] = formed(r)
+                log.write(json.dumps(r) + "\n")
+                held_out.append(r)
+                regions = ", ".join(f"{part} {share:.2f}" for part, share in r["per_region"])
+                print(f"{run.name:>16} step {step:>6}: sharpness {r['sharpness']:.3f} (flat {r['uniform']:.3f}), "
+                      f"consistency {r['consistency']:.2f} (shuffled {r['control']:.2f}), concentration "
+                      f"{r['concentration']:.2f}, formed {r['formed']}; {regions}", flush=True)
+            results[run.name] = {"held_out": held_out, "curves": training_curves(run)}
+    plot(results, args.out / "curves.png")
+    print(f"{len(faces)} held-out faces; wrote {args.out / 'regions.jsonl'} and {args.out / 'curves.png'}")
+
+
+if __name__ == "__main__":
+    main()
