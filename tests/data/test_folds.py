@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from frafer.data.fer.dataset import FERDataset, FERSample
-from frafer.data.fer.folds import check_disjoint_splits, holdout_split, leave_one_subject_out, subject_folds
+from frafer.data.fer.folds import (
+    check_disjoint_splits,
+    holdout_split,
+    label_subset,
+    leave_one_subject_out,
+    subject_folds,
+)
 from frafer.errors import FraferError
 
 SUBJECT_SIZES = {"S01": 9, "S02": 7, "S03": 6, "S04": 5, "S05": 4, "S06": 3, "S07": 3, "S08": 2, "S09": 2, "S10": 1}
@@ -95,6 +101,23 @@ def test_holdout_errors():
         holdout_split(partial, 0.2, seed=0)
     with pytest.raises(FraferError, match="at least 2 subjects"):
         holdout_split(make_samples({"A": 4}), 0.5, seed=0)
+
+
+def test_label_subsets_are_stratified_fixed_and_nested():
+    # 100 samples of class 0, 30 of class 1, 3 of class 2
+    samples = [FERSample(Path(f"/d/{c}_{i}.png"), c, f"{c}_{i}.png") for c, n in ((0, 100), (1, 30), (2, 3))
+               for i in range(n)]
+    tenth = label_subset(samples, 0.1, seed=3)
+    counts = [sum(s.label == c for s in tenth) for c in range(3)]
+    assert counts == [10, 3, 1]  # round(0.1 n), at least one of every class
+    assert [s.key for s in label_subset(samples, 0.1, seed=3)] == [s.key for s in tenth]  # fixed by its seed
+    assert [s.key for s in label_subset(samples, 0.1, seed=4)] != [s.key for s in tenth]
+    assert {s.key for s in label_subset(samples, 0.01, seed=3)} <= {s.key for s in tenth}  # 1 % inside 10 %
+    assert {s.key for s in tenth} <= {s.key for s in label_subset(samples, 0.5, seed=3)}
+    assert label_subset(samples, 1.0, seed=3) == samples
+    assert [s.key for s in tenth] == sorted((s.key for s in tenth), key=[s.key for s in samples].index)  # order kept
+    with pytest.raises(FraferError, match=r"label fraction must be in \(0, 1\]"):
+        label_subset(samples, 0.0)
 
 
 def test_check_disjoint_splits(tmp_path):

@@ -303,6 +303,19 @@ def test_probability_mode_draws_per_epoch_and_reproducibly(data):
 # ----------------------------------------------------------------------------------------------- balanced sampling
 
 
+def test_a_label_fraction_trains_on_a_fixed_share_and_leaves_val_and_test_whole(data):
+    full = prepare_splits(cfg_for(data).data, 0)
+    part = prepare_splits(cfg_for(data, "data.label_fraction=0.25", "data.label_seed=1").data, 7)
+    assert {s.key for s in part.train} < {s.key for s in full.train}
+    assert len(part.train) == sum(max(1, round(0.25 * sum(s.label == c for s in full.train)))
+                                  for c in {s.label for s in full.train})
+    assert [s.key for s in part.val] == [s.key for s in full.val] and len(part.test) == len(full.test)
+    assert part.notes["train: labels left out (data.label_fraction=0.25, label_seed=1)"] == len(full.train) - len(
+        part.train)
+    again = prepare_splits(cfg_for(data, "data.label_fraction=0.25", "data.label_seed=1").data, 0)
+    assert [s.key for s in again.train] == [s.key for s in part.train]  # the training seed does not move it
+
+
 def test_class_balanced_sampler_draws_classes_evenly():
     samples = [FERSample(Path(f"{i}.png"), label, f"{i}") for i, label in enumerate([0] * 80 + [1] * 15 + [2] * 5)]
     weights = class_balanced_weights(samples, 7)

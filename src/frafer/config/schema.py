@@ -210,6 +210,9 @@ class FERDataConfig:
     test_split: str = _f("test", "split reported as the result (never used for selection)")
     val_fraction: float = _f(0.1, "share of train held out as validation when the dataset has no val split",
                              lo=0, hi=0.9)
+    label_fraction: float = _f(1.0, "train on this share of the training labels: a fixed class-stratified subset "
+                               "(data/fer/folds.py: label_subset), for few-label studies", lo=0, hi=1, lo_open=True)
+    label_seed: int = _f(0, "seed of the label_fraction subset, independent of the training seed", lo=0)
     folds: int = _f(0, "subject-disjoint k-fold over train+val+test (0 = use the dataset's splits; -1 = leave one "
                     "subject out)", lo=-1)
     fold_column: str = _f("", "folders: column of data.subjects_csv holding the dataset's own folds (e.g. "

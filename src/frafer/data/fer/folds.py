@@ -1,5 +1,5 @@
-"""Subject-disjoint evaluation splits: group k-fold, leave-one-subject-out, a held-out validation split, and a
-check that no image sits in two splits.
+"""Subject-disjoint evaluation splits: group k-fold, leave-one-subject-out, a held-out validation split, a fixed
+class-stratified share of the training labels (few-label studies), and a check that no image sits in two splits.
 
 Small lab datasets (CK+, JAFFE) have a few people with many images each; a fold that shares a person between
 train and test measures identity memory, not expression recognition.
@@ -97,6 +97,27 @@ def check_disjoint_splits(dataset: FERDataset) -> None:
                 raise FraferError(
                     f"{dataset.name}: image {sample.key} is in both the '{first}' and the '{split}' split"
                 )
+
+
+def label_subset(samples: Sequence[FERSample], fraction: float, seed: int = 0) -> list[FERSample]:
+    """A fixed, class-stratified share of the samples: round(fraction · n) of each class's n, at least one.
+
+    Each class's samples are shuffled once by `seed` and the first ones taken, so for one seed a smaller fraction's
+    subset lies inside a larger one's (1 % ⊂ 10 % ⊂ 100 %), and the subset does not depend on the training seed.
+    Order is kept.
+    """
+    if not 0 < fraction <= 1:
+        raise FraferError(f"label fraction must be in (0, 1], got {fraction!r}")
+    by_class: dict[int, list[int]] = {}
+    for index, sample in enumerate(samples):
+        by_class.setdefault(sample.label, []).append(index)
+    rng = np.random.default_rng(seed)
+    kept = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = rng.permutation(len(members))
+        kept.update(members[i] for i in order[:max(1, round(fraction * len(members)))])
+    return [sample for index, sample in enumerate(samples) if index in kept]
 
 
 def holdout_split(

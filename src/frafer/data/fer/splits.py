@@ -27,6 +27,7 @@ from frafer.data.fer.folds import (
     check_disjoint_splits,
     column_folds,
     holdout_split,
+    label_subset,
     leave_one_subject_out,
     subject_folds,
 )
@@ -158,6 +159,11 @@ def prepare_splits(d: FERDataConfig, seed: int, dataset: FERDataset | None = Non
         else:
             val = []
     train = relabel(train, classes, notes, "train", keep_vote_only=d.crowd_mode != "none")
+    if d.label_fraction < 1:
+        subset = label_subset(train, d.label_fraction, d.label_seed)
+        notes[f"train: labels left out (data.label_fraction={d.label_fraction:g}, label_seed={d.label_seed})"] += (
+            len(train) - len(subset))
+        train = subset
     val = relabel(val, classes, notes, "val")
     test = relabel(test, classes, notes, "test")
     if not train:
