@@ -2,7 +2,8 @@
 process: what the `train.threads` default trades, and what OpenMP's wait policy does to jobs that share cores.
 
 Each timing is a fresh `frafer pretrain` process (the demo recipe, built-in synthetic faces, one data worker), so
-start-up is included alike in every row; busy rows run beside a process multiplying matrices on every core. `--wait-policy` runs every row twice: OpenMP's default (threads spin while they wait for work) and
+start-up is included alike in every row; busy rows run beside a process multiplying matrices on every core.
+`--wait-policy` runs every row twice: OpenMP's default (threads spin while they wait for work) and
 OMP_WAIT_POLICY=PASSIVE (they sleep), set in both processes.
 
     .venv/bin/python benchmarks/threads.py [--steps 24] [--wait-policy]
