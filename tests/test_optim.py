@@ -79,6 +79,26 @@ def test_lars_buffer_across_an_lr_change(lr_in_buffer):
     assert b.item() == pytest.approx(-0.5 - second)
 
 
+@pytest.mark.parametrize("wd", [1e-6, 0.0])
+def test_weight_decay_with_a_vanishing_gradient_shrinks_by_lr_eta_per_step(wd):
+    """Why FRA's facial queries died in docs/results.md's region study: once a tensor's gradient is far below
+    wd·‖w‖, the trust ratio turns LARS's weight decay into a step of lr·η·w, however small wd is: the tensor
+    shrinks by the factor (1 − lr·η) a step (momentum 0 here) and, as every LARS step scales with ‖w‖, never
+    recovers. Without weight decay the same tiny gradient only turns the tensor (‖w‖ does not fall)."""
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(8, 16))
+    start = w.detach().norm().item()
+    opt = LARS([w], lr=0.5, weight_decay=wd, momentum=0.0, eta=0.01)
+    for _ in range(100):
+        w.grad = 1e-12 * torch.randn(8, 16)
+        opt.step()
+    ratio = w.detach().norm().item() / start
+    if wd:
+        assert ratio == pytest.approx((1 - 0.5 * 0.01) ** 100, rel=1e-3)  # 0.606 after 100 steps
+    else:
+        assert ratio >= 1.0
+
+
 def test_trust_ratio_is_one_for_zero_weights():
     w = nn.Parameter(torch.zeros(3))
     opt = LARS([w], lr=1.0, weight_decay=0.0, momentum=0.0)
