@@ -15,7 +15,7 @@ from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.experiments.heatmap_panels import TILE
 from frafer.experiments.plots import plot_metric_against_axes, plot_metric_by_setting, setting_label, varying_axes
-from frafer.experiments.report import runs_table
+from frafer.experiments.report import runs_table, write_sweep_results
 from frafer.experiments.sweep_run import run_sweep, stage_command
 from frafer.experiments.sweep_spec import Point, load_sweep, stage_dir, stage_status
 from frafer.experiments.tables import mean_std_text, summarise
@@ -187,6 +187,8 @@ def test_env_placeholders_fill_dataset_roots_and_a_missing_one_is_named(tmp_path
      "no value for"),
     ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "points": [{"seed": 0}], "grid": {"seed": [1]}},
      "both in 'points' and in 'grid'"),
+    ({"stages": {"a": {"command": "pretrain", "config": "PRE"}}, "grid": {"seed": [0]},
+      "replicates": ["a.data.label_seed"]}, "'a.data.label_seed', which is not one of its axes"),
 ])
 def test_bad_sweep_files_are_refused_naming_the_problem(tmp_path, body, message):
     text = json.dumps(body).replace("PRE", str(ROOT / "configs" / "demo.yaml"))
@@ -221,6 +223,28 @@ def test_tables_fold_seeds_into_mean_and_sample_std():
     assert lrs == [{"lr": "4.89e-05", "init": "(recipe)", "seeds": "1/1"}]  # not 0.00; a null is the recipe's
     assert mean_std_text([]) == ""
     assert mean_std_text([2.07944, 2.07921, 2.07960]) == "2.07942 ± 0.00020"  # the spread sets the decimals
+
+
+def test_replicate_axes_fold_like_seeds_in_the_written_results(tmp_path):
+    """Three label subsets per label fraction, declared replicates: results.md has a row per fraction (n = 3), and
+    the plot against the fraction has no second axis to split its line by."""
+    body = {"stages": {"probe": {"command": "linear-probe", "config": str(ROOT / "configs" / "demo_finetune.yaml")}},
+            "grid": {"probe.data.label_fraction": [0.1, 1.0], "probe.data.label_seed": [0, 1, 2]},
+            "replicates": ["probe.data.label_seed"], "metrics": ["probe.best_val.test.top1"]}
+    sweep = load_sweep(write_sweep(tmp_path, body), check_configs=False)
+    assert sweep.settings_axes == ["probe.data.label_fraction"]
+    for point in sweep.points:
+        run = stage_dir(sweep, tmp_path / "out", point, "probe")
+        run.mkdir(parents=True)
+        setting = dict(point.values)
+        top1 = 40.0 + 10 * setting["probe.data.label_fraction"] + setting["probe.data.label_seed"]
+        (run / "results.json").write_text(json.dumps({"best_val": {"test": {"top1": top1}}}))
+        run.with_suffix(".json").write_text(json.dumps({"status": "ok"}))
+    table = write_sweep_results(sweep, tmp_path / "out")
+    assert "label_seed" not in table
+    assert "| 0.1 | 3/3 | 42.00 ± 1.00 |" in table and "| 1 | 3/3 | 51.00 ± 1.00 |" in table
+    assert (tmp_path / "out" / "plots" / "probe.best_val.test.top1_vs_probe.data.label_fraction.png").is_file()
+    assert not (tmp_path / "out" / "plots" / "probe.best_val.test.top1_vs_probe.data.label_seed.png").exists()
 
 
 def test_results_of_run_folders_show_the_keys_that_differ(tmp_path):

@@ -22,16 +22,17 @@ from frafer.files import atomic_write_text
 
 
 def write_sweep_results(sweep: Sweep, sweep_dir: Path) -> str:
-    """results.csv (a row per point), results.md (seeds folded) and plots/ (metrics against axes and by setting,
-    curves, the FRA runs' heatmaps on the same faces); returns the Markdown table."""
+    """results.csv (a row per point), results.md (seeds and the sweep's other replicates folded) and plots/
+    (metrics against axes and by setting, curves, the FRA runs' heatmaps on the same faces); returns the Markdown
+    table."""
     rows = sweep_rows(sweep, sweep_dir)
     metrics = default_metrics(rows, sweep.metrics)
     write_csv(rows, sweep_dir / "results.csv")
-    keep = [a for a in sweep.axes if a != "seed"]
-    table = markdown_table(summarise(rows, sweep.axes, metrics), [*keep, "seeds", *metrics])
+    keep = sweep.settings_axes  # the seeds and any other replicate axis are folded into mean ± std
+    table = markdown_table(summarise(rows, keep, metrics), [*keep, "seeds", *metrics])
     atomic_write_text(sweep_dir / "results.md", f"# sweep {sweep.name}\n\n{table}\n")
-    plot_metric_against_axes(rows, sweep.axes, metrics, sweep_dir / "plots")
-    plot_metric_by_setting(rows, sweep.axes, metrics, sweep_dir / "plots")
+    plot_metric_against_axes(rows, keep, metrics, sweep_dir / "plots")
+    plot_metric_by_setting(rows, keep, metrics, sweep_dir / "plots")
     plot_curves(sweep, sweep_dir, sweep_dir / "plots")
     sweep_heatmap_panels(sweep, sweep_dir, sweep_dir / "plots")
     return table

@@ -37,7 +37,7 @@ from frafer.errors import FraferError
 
 COMMANDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "linear-probe": FinetuneConfig}
 PREPARERS = ("", "demo-data")
-TOP_KEYS = {"name", "prepare", "stages", "grid", "points", "metrics"}
+TOP_KEYS = {"name", "prepare", "stages", "grid", "points", "metrics", "replicates"}
 STAGE_KEYS = {"command", "config", "init", "overrides"}
 
 
@@ -99,6 +99,12 @@ class Sweep:
     prepare: str = ""
     metrics: list[str] = field(default_factory=list)
     tree: dict = field(default_factory=dict)  # the file's content with config paths made absolute
+    replicates: list[str] = field(default_factory=lambda: ["seed"])  # axes folded into mean ± std, like seeds
+
+    @property
+    def settings_axes(self) -> list[str]:
+        """The axes a results table keeps apart: every axis but the replicates."""
+        return [a for a in self.axes if a not in self.replicates]
 
     def resolved_yaml(self) -> str:
         """The sweep as a file that loads from anywhere: what a sweep folder keeps as its sweep.yaml."""
@@ -148,8 +154,13 @@ def load_sweep(path: str | Path, check_configs: bool = True) -> Sweep:
     stages = _read_stages(tree.get("stages"), path, check_configs)
     points, axes = _read_points(tree, {s.name for s in stages})
     resolved = dict(tree, stages={s.name: {**tree["stages"][s.name], "config": str(s.config)} for s in stages})
+    replicates = [str(r) for r in _as_list(tree.get("replicates"), "replicates")]
+    strays = [r for r in replicates if r not in axes]
+    if strays:
+        raise FraferError(f"sweep 'replicates' names '{strays[0]}', which is not one of its axes "
+                          f"({', '.join(axes)})")
     sweep = Sweep(str(tree.get("name") or path.stem), path, stages, points, axes, prepare,
-                  [str(m) for m in _as_list(tree.get("metrics"), "metrics")], resolved)
+                  [str(m) for m in _as_list(tree.get("metrics"), "metrics")], resolved, ["seed", *replicates])
     if check_configs:
         _check_keys(sweep)
     return sweep
