@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from frafer.config.schema import OptimConfig
 from frafer.models.fra_networks import FRA
-from frafer.optim import LARS, lr_at, momentum_at, schedule_lr, split_decay_groups
+from frafer.optim import LARS, build_pretrain_optimizer, lr_at, momentum_at, schedule_lr, split_decay_groups
 
 
 def test_momentum_schedule():
@@ -97,6 +98,43 @@ def test_weight_decay_with_a_vanishing_gradient_shrinks_by_lr_eta_per_step(wd):
         assert ratio == pytest.approx((1 - 0.5 * 0.01) ** 100, rel=1e-3)  # 0.606 after 100 steps
     else:
         assert ratio >= 1.0
+
+
+@pytest.mark.parametrize("optimizer", ["lars", "sgd"])
+def test_weight_decay_scope_trunk_decays_the_trunk_alone(tiny_cfg, optimizer):
+    """optim.weight_decay_scope=trunk: the trunk's weights keep the configured decay, every other trained weight
+    (projectors, predictors, the facial queries) takes none; biases and norms stay excluded under LARS."""
+    model = FRA(tiny_cfg)
+    trained = nn.ModuleList([model.online, model.global_predictor, model.local_predictor])
+    names = {id(p): n for n, p in model.named_parameters()}
+    for scope in ("all", "trunk"):
+        o = OptimConfig(optimizer=optimizer, weight_decay=1e-4, weight_decay_scope=scope)
+        opt = build_pretrain_optimizer(o, trained, lr=0.1, trunk=model.online.trunk)
+        decay = {names[id(p)]: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        assert len(decay) == sum(1 for _ in trained.parameters())  # every trained tensor, once
+        assert decay["online.trunk.conv1.weight"] == 1e-4
+        assert decay["online.decoder.queries"] == (1e-4 if scope == "all" else 0.0)
+        assert decay["global_predictor.net.0.weight"] == (1e-4 if scope == "all" else 0.0)
+        assert decay["online.trunk.bn1.weight"] == (0.0 if optimizer == "lars" else 1e-4)
+        assert all(g["base_lr"] == 0.1 for g in opt.param_groups)
+
+
+def test_queries_exempt_from_weight_decay_survive_a_vanishing_gradient(tiny_cfg):
+    """The point of the trunk scope: under weight decay the queries, once their gradient fades, no longer shrink
+    by lr·η a step (the mechanism of the test above), while the trunk's weights still decay."""
+    torch.manual_seed(0)
+    model = FRA(tiny_cfg)
+    trained = nn.ModuleList([model.online, model.global_predictor, model.local_predictor])
+    queries, conv = model.online.decoder.queries, model.online.trunk.conv1.weight
+    start = queries.detach().norm().item(), conv.detach().norm().item()
+    o = OptimConfig(weight_decay=1e-4, weight_decay_scope="trunk", lars_eta=0.01, lars_momentum=0.0)
+    opt = build_pretrain_optimizer(o, trained, lr=0.5, trunk=model.online.trunk)
+    for _ in range(50):
+        for p in trained.parameters():
+            p.grad = 1e-12 * torch.randn_like(p)
+        opt.step()
+    assert queries.detach().norm().item() >= start[0]
+    assert conv.detach().norm().item() / start[1] == pytest.approx((1 - 0.5 * 0.01) ** 50, rel=1e-3)
 
 
 def test_trust_ratio_is_one_for_zero_weights():

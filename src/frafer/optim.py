@@ -83,20 +83,42 @@ def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
 
 
 def build_lars(model: nn.Module, lr: float, weight_decay: float, momentum: float, eta: float,
-               lr_in_buffer: bool = True) -> LARS:
+               lr_in_buffer: bool = True, decay_only: nn.Module | None = None) -> LARS:
+    """LARS over `model`; with `decay_only`, only that submodule's adapted weights take weight decay (the rest keep
+    the trust ratio, at weight decay 0)."""
     adapted, excluded = split_decay_groups(model)
-    groups = [{"params": adapted}, {"params": excluded, "lars": False, "weight_decay": 0.0}]
+    decayed, undecayed = _within(adapted, decay_only)
+    groups = [{"params": decayed}, {"params": excluded, "lars": False, "weight_decay": 0.0}]
+    if undecayed:
+        groups.append({"params": undecayed, "weight_decay": 0.0})
     return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lr_in_buffer=lr_in_buffer)
 
 
-def build_pretrain_optimizer(o, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+def _within(params: list[nn.Parameter], module: nn.Module | None) -> tuple[list, list]:
+    """(params of `module`, the others); every param is of `module` when it is None."""
+    if module is None:
+        return params, []
+    inside = {id(p) for p in module.parameters()}
+    return [p for p in params if id(p) in inside], [p for p in params if id(p) not in inside]
+
+
+def build_pretrain_optimizer(o, model: nn.Module, lr: float, trunk: nn.Module | None = None
+                             ) -> torch.optim.Optimizer:
     """The pre-training optimiser an OptimConfig names: LARS with its bias / norm exclusion, or MoCo v2's SGD
-    (momentum, weight decay on every parameter, as the MoCo code). Every group peaks at `lr` (its `base_lr`)."""
+    (momentum, weight decay on every parameter, as the MoCo code). Every group peaks at `lr` (its `base_lr`).
+    With `optim.weight_decay_scope: trunk`, only `trunk`'s parameters take weight decay."""
+    decay_only = None
+    if o.weight_decay_scope == "trunk":
+        if trunk is None:
+            raise FraferError("config key 'optim.weight_decay_scope': 'trunk' needs the model's trunk")
+        decay_only = trunk
     if o.optimizer == "sgd":
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
+        decayed, undecayed = _within([p for p in model.parameters() if p.requires_grad], decay_only)
+        groups = [{"params": decayed}] + ([{"params": undecayed, "weight_decay": 0.0}] if undecayed else [])
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
     else:
-        optimizer = build_lars(model, lr, o.weight_decay, o.lars_momentum, o.lars_eta, o.lars_lr_in_buffer)
+        optimizer = build_lars(model, lr, o.weight_decay, o.lars_momentum, o.lars_eta, o.lars_lr_in_buffer,
+                               decay_only)
     for group in optimizer.param_groups:
         group["base_lr"] = lr
     return optimizer

@@ -18,13 +18,12 @@ from tests.conftest import pretrain_cfg as tiny
 
 # MoCo v2's tiny run: a queue of two batches and two shuffle-BN batches per step of 8
 METHOD_SETTINGS = {"fra": [], "moco_v2": ["method=moco_v2", "moco.queue_size=16", "moco.bn_batch=4",
-                                          "moco.dim=16"]}
+                                          "moco.dim=16"],
+                   # the trunk-only weight decay adds a third LARS group, which a resume must restore in order
+                   "fra_trunk_decay": ["optim.weight_decay=1e-4", "optim.weight_decay_scope=trunk"]}
 
 
-
-
-
-@pytest.mark.parametrize("method", ["fra", "moco_v2"])
+@pytest.mark.parametrize("method", ["fra", "moco_v2", "fra_trunk_decay"])
 def test_resume_continues_exactly(faces, tmp_path, method):
     # 24 images / batch 8 = 3 steps per epoch; 5 steps cross an epoch boundary, the stop falls mid-epoch.
     m = METHOD_SETTINGS[method]

@@ -109,6 +109,9 @@ class OptimConfig:
     reference_batch: int = _f(512, "global batch that base_lr refers to", lo=1)
     scale_lr: bool = _f(False, "scale lr linearly with global batch / reference_batch (the official code does not)")
     weight_decay: float = _f(1e-6, "weight decay (LARS: not on biases and normalisation parameters)", lo=0)
+    weight_decay_scope: Literal["all", "trunk"] = _f(
+        "all", "which weights decay: all (the method) or the trunk's only, so the projectors, predictors and facial "
+               "queries keep their scale under LARS (a departure; docs/results.md, 'Where FRA's regions form')")
     lars_momentum: float = _f(0.9, "LARS momentum", lo=0, hi=1)
     sgd_momentum: float = _f(0.9, "SGD momentum (optim.optimizer=sgd)", lo=0, hi=1)
     lars_eta: float = _f(1e-3, "LARS trust coefficient eta", lo=0, lo_open=True)

@@ -156,7 +156,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, ctx: distributed
     speed.prepare_model(model, t)
     momentum_pairs = method.momentum_pairs(model)
     peak_lr = effective_lr(cfg)
-    optimizer = build_pretrain_optimizer(cfg.optim, torch.nn.ModuleList(method.trainable(model)), peak_lr)
+    optimizer = build_pretrain_optimizer(cfg.optim, torch.nn.ModuleList(method.trainable(model)), peak_lr,
+                                         trunk=model.online.trunk)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
 
