@@ -14,8 +14,10 @@ FORMED_SHARPNESS, the bar predict labels its panels by) and consistency at least
 
     python benchmarks/region_formation.py RUN [RUN ...] --data FERPLUS --faces 200 --out figures/regions
 
-writes regions.jsonl (one line per run and checkpoint), curves.png (training and held-out curves against steps)
-and prints a table.
+writes regions.jsonl (one line per run and checkpoint), curves.png (training and held-out curves against steps),
+panels.png (each run's last checkpoint on the same first --panels faces, argmax regions, one row per run: the
+side-by-side view the report chose τ by; it shows dataset faces, so keep it out of the repository) and prints a
+table.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from frafer.artifacts.regions import region_model_from_pretraining
 from frafer.data.fer.dataset import load_sample_image
 from frafer.data.pipelines.transforms import VGGFACE2_MEAN, VGGFACE2_STD, build_eval_transform
 from frafer.data.readers.fer_formats import read_fer_dataset
+from frafer.experiments.heatmap_panels import panel_row, run_heatmaps
 from frafer.infer.detect import mtcnn_detector
-from frafer.infer.draw import FORMED_SHARPNESS, upsample_maps
+from frafer.infer.draw import FORMED_SHARPNESS, panel_grid, upsample_maps
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -110,6 +113,19 @@ def plot(results: dict[str, dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def draw_panels(results: dict[str, dict], runs: list[Path], faces, path: Path) -> None:
+    """One row per run: its last checkpoint's argmax regions on the same faces, titled with its held-out scores."""
+    rows = []
+    for run in runs:
+        last = results[run.name]["held_out"][-1] if results[run.name]["held_out"] else None
+        scores = (f"step {last['step']}  sharpness {last['sharpness']:.3f}  consistency {last['consistency']:.2f}"
+                  f" / control {last['control']:.2f}" if last else "no checkpoint")
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        crops, maps = run_heatmaps(run, cfg, [image for image, _ in faces])
+        rows.append(panel_row(f"{run.name}   {scores}", crops, maps))
+    panel_grid(rows).save(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="FRA pre-training run folders")
@@ -118,6 +134,7 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--faces", type=int, default=200)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--panels", type=int, default=8, help="faces per row of panels.png (0: no panels)")
     args = p.parse_args()
     torch.set_num_threads(1)
     faces = held_out_faces(args.format, args.data, args.split, args.faces)
@@ -138,7 +155,10 @@ def main() -> None:
                       f"{r['concentration']:.2f}, formed {r['formed']}; {regions}", flush=True)
             results[run.name] = {"held_out": held_out, "curves": training_curves(run)}
     plot(results, args.out / "curves.png")
-    print(f"{len(faces)} held-out faces; wrote {args.out / 'regions.jsonl'} and {args.out / 'curves.png'}")
+    if args.panels:
+        draw_panels(results, args.runs, faces[: args.panels], args.out / "panels.png")
+    print(f"{len(faces)} held-out faces; wrote regions.jsonl, curves.png{', panels.png' * bool(args.panels)} "
+          f"under {args.out}")
 
 
 if __name__ == "__main__":
