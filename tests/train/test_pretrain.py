@@ -39,6 +39,13 @@ def test_resume_continues_exactly(faces, tmp_path, method):
     assert straight.last_loss == resumed.last_loss
 
 
+def test_resume_with_another_weight_decay_scope_is_refused_by_name(faces, tmp_path):
+    # the trunk scope adds a LARS parameter group, so the saved optimiser state no longer fits
+    pretrain(tiny(faces, "train.epochs=2", "train.max_steps=2"), tmp_path / "run")
+    with pytest.raises(FraferError, match="optim.weight_decay_scope"):
+        pretrain(tiny(faces, "train.epochs=2", "optim.weight_decay_scope=trunk"), tmp_path / "run", resume=True)
+
+
 def test_run_folder_records_config_seed_versions(faces, tmp_path):
     pretrain(tiny(faces, "train.epochs=1", "train.seed=7"), tmp_path / "run")
     info = json.loads((tmp_path / "run" / "run.json").read_text())

@@ -122,7 +122,12 @@ def restore_state(ckpt: Path, model, optimizer, scaler, device: torch.device, bu
             raise FraferError(f"checkpoint {ckpt} was saved without a moving average of the weights: resume it with "
                               "the moving average off, as it was started")
         ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as err:  # other parameter groups: e.g. optim.weight_decay_scope changed since the start
+        raise FraferError(f"checkpoint {ckpt} holds the state of another optimiser layout ({err}); resume with "
+                          "the optimiser settings the run started with (optim.optimizer, optim.weight_decay_scope)"
+                          ) from None
     scaler.load_state_dict(state["scaler"])
     common.set_rng_state(state["rng"], device)
     tqdm.write(f"resuming from {ckpt} at step {state['step']}")
