@@ -120,8 +120,7 @@ def draw_panels(results: dict[str, dict], runs: list[Path], faces, path: Path) -
         last = results[run.name]["held_out"][-1] if results[run.name]["held_out"] else None
         scores = (f"step {last['step']}  sharpness {last['sharpness']:.3f}  consistency {last['consistency']:.2f}"
                   f" / control {last['control']:.2f}" if last else "no checkpoint")
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
-        crops, maps = run_heatmaps(run, cfg, [image for image, _ in faces])
+        crops, maps = run_heatmaps(run, results[run.name]["config"], [image for image, _ in faces])
         rows.append(panel_row(f"{run.name}   {scores}", crops, maps))
     panel_grid(rows).save(path)
 
@@ -153,7 +152,7 @@ def main() -> None:
                 print(f"{run.name:>16} step {step:>6}: sharpness {r['sharpness']:.3f} (flat {r['uniform']:.3f}), "
                       f"consistency {r['consistency']:.2f} (shuffled {r['control']:.2f}), concentration "
                       f"{r['concentration']:.2f}, formed {r['formed']}; {regions}", flush=True)
-            results[run.name] = {"held_out": held_out, "curves": training_curves(run)}
+            results[run.name] = {"held_out": held_out, "curves": training_curves(run), "config": cfg}
     plot(results, args.out / "curves.png")
     if args.panels:
         draw_panels(results, args.runs, faces[: args.panels], args.out / "panels.png")

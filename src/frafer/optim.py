@@ -102,16 +102,11 @@ def _within(params: list[nn.Parameter], module: nn.Module | None) -> tuple[list,
     return [p for p in params if id(p) in inside], [p for p in params if id(p) not in inside]
 
 
-def build_pretrain_optimizer(o, model: nn.Module, lr: float, trunk: nn.Module | None = None
-                             ) -> torch.optim.Optimizer:
+def build_pretrain_optimizer(o, model: nn.Module, lr: float, trunk: nn.Module) -> torch.optim.Optimizer:
     """The pre-training optimiser an OptimConfig names: LARS with its bias / norm exclusion, or MoCo v2's SGD
     (momentum, weight decay on every parameter, as the MoCo code). Every group peaks at `lr` (its `base_lr`).
     With `optim.weight_decay_scope: trunk`, only `trunk`'s parameters take weight decay."""
-    decay_only = None
-    if o.weight_decay_scope == "trunk":
-        if trunk is None:
-            raise FraferError("config key 'optim.weight_decay_scope': 'trunk' needs the model's trunk")
-        decay_only = trunk
+    decay_only = trunk if o.weight_decay_scope == "trunk" else None
     if o.optimizer == "sgd":
         decayed, undecayed = _within([p for p in model.parameters() if p.requires_grad], decay_only)
         groups = [{"params": decayed}] + ([{"params": undecayed, "weight_decay": 0.0}] if undecayed else [])
