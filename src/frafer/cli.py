@@ -171,6 +171,11 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("runs", nargs="+", help="run folders (their differing config keys become columns) or one sweep")
     res.add_argument("--metric", action="append", default=[], help="metric to show, e.g. best_val.test.top1 "
                      "(repeatable; default: validation and test top-1, kNN)")
+    res.add_argument("--fold", action="append", default=[], metavar="KEY", help="config key whose runs fold into "
+                     "mean ± std, e.g. data.label_seed for label subsets (repeatable)")
+    res.add_argument("--plot", metavar="KEY", help="also plot each metric against this config key, e.g. "
+                     "data.label_fraction: a line per setting of the other keys that differ (needs --out)")
+    res.add_argument("--out", help="folder for the --plot figures")
 
     demo = sub.add_parser("demo", help="synthetic faces: pre-train FRA, BYOL and MoCo v2, then probe and fine-tune")
     demo.add_argument("--config", default="configs/demo.yaml", help="pre-training recipe (default: configs/demo.yaml)")
@@ -450,9 +455,18 @@ def _sweep(args) -> int:
 
 
 def _results(args) -> int:
-    from frafer.experiments.report import runs_table
+    from frafer.experiments.report import plot_runs, runs_table
 
-    print(runs_table([Path(r) for r in args.runs], args.metric))
+    if args.plot and not args.out:
+        raise FraferError("--plot needs --out, the folder for its figures")
+    runs = [Path(r) for r in args.runs]
+    if (args.plot or args.fold) and len(runs) == 1 and (runs[0] / "sweep.yaml").is_file():
+        raise FraferError("a sweep folder folds its own replicates and draws its own plots/; --fold and --plot "
+                          "are for run folders")
+    print(runs_table(runs, args.metric, args.fold))
+    if args.plot:
+        for path in plot_runs(runs, args.plot, Path(args.out), args.metric, args.fold):
+            print(f"plot: {path}")
     return 0
 
 

@@ -14,8 +14,14 @@ from frafer.cli import main
 from frafer.data.synthetic.renderer import write_synthetic_dataset
 from frafer.errors import FraferError
 from frafer.experiments.heatmap_panels import TILE
-from frafer.experiments.plots import plot_metric_against_axes, plot_metric_by_setting, setting_label, varying_axes
-from frafer.experiments.report import runs_table, write_sweep_results
+from frafer.experiments.plots import (
+    in_step,
+    plot_metric_against_axes,
+    plot_metric_by_setting,
+    setting_label,
+    varying_axes,
+)
+from frafer.experiments.report import runs_rows, runs_table, write_sweep_results
 from frafer.experiments.sweep_run import run_sweep, stage_command
 from frafer.experiments.sweep_spec import Point, load_sweep, stage_dir, stage_status
 from frafer.experiments.tables import mean_std_text, summarise
@@ -298,3 +304,37 @@ def test_sweeps_share_stage_blocks_through_a_base_fragment(tmp_path):
     (tmp_path / "_shared.yaml").write_text("base: s.yaml\n")
     with pytest.raises(FraferError, match="leads back to itself"):
         load_sweep(tmp_path / "s.yaml", check_configs=False)
+
+
+def _label_run(folder: Path, init: str, fraction: float, label_seed: int, top1: float) -> Path:
+    folder.mkdir(parents=True)
+    epochs = {0.01: 100, 0.1: 30}[fraction]  # set per fraction: in step with it, so it must not split the lines
+    (folder / "config.yaml").write_text(yaml.safe_dump({
+        "model": {"init": init}, "train": {"epochs": epochs},
+        "data": {"label_fraction": fraction, "label_seed": label_seed}}))
+    (folder / "results.json").write_text(json.dumps({"best_val": {"test": {"top1": top1}}}))
+    return folder
+
+
+def test_results_fold_label_subsets_and_plot_against_the_fraction(tmp_path, capsys):
+    """Few-label fine-tunes from two trunks: `--fold data.label_seed` gives a row per (init, fraction) with mean ±
+    std, init folders read by their names; `--plot data.label_fraction` draws one line per init (not one per
+    epochs setting, which moves with the fraction)."""
+    runs = [_label_run(tmp_path / f"{name}-{fraction}-{seed}", init, fraction, seed,
+                       base + 100 * fraction + seed)
+            for name, init, base in (("fra", str(tmp_path / "inits" / "fra_seed0"), 50.0), ("random", "none", 40.0))
+            for fraction in (0.01, 0.1) for seed in (0, 1, 2)]
+    table = runs_table(runs, ["best_val.test.top1"], ["data.label_seed"])
+    assert "| 0.01 | fra_seed0 | 100 | 3/3 | 52.00 ± 1.00 |" in table
+    assert "| 0.1 | none | 30 | 3/3 | 51.00 ± 1.00 |" in table and "label_seed" not in table
+    assert main(["results", *map(str, runs), "--fold", "data.label_seed", "--plot", "data.label_fraction",
+                 "--out", str(tmp_path / "plots")]) == 0
+    (figure,) = (tmp_path / "plots").iterdir()
+    assert figure.name == "best_val.test.top1_vs_data.label_fraction.png"
+    rows, differing = runs_rows(runs)
+    assert [a for a in differing if not in_step(rows, "data.label_fraction", a)] == [
+        "data.label_seed", "model.init"]  # train.epochs moves with the fraction
+    with pytest.raises(FraferError, match="--fold data.label_sed: not a config key that differs"):
+        runs_table(runs, fold=["data.label_sed"])
+    assert main(["results", *map(str, runs), "--plot", "data.label_fraction"]) == 2
+    assert "--plot needs --out" in capsys.readouterr().err

@@ -34,15 +34,28 @@ def setting_label(row: dict, axes: list[str]) -> str:
     return ", ".join(f"{names[a]}={axis_text(row.get(a))}" for a in axes if row.get(a) is not None) or "recipe"
 
 
-def plot_metric_against_axes(rows: list[dict], axes: list[str], metrics: list[str], folder: Path) -> list[Path]:
-    """For each axis that varies and each metric: the metric (mean ± std over seeds) against the axis's values, one
-    line per setting of the other varying axes, labelled by the keys that differ between lines. Values that are not
-    numbers are placed evenly, in sweep order."""
+def _determines(rows: list[dict], axis: str, other: str) -> bool:
+    seen: dict[str, str] = {}
+    return all(seen.setdefault(axis_text(r.get(axis)), axis_text(r.get(other))) == axis_text(r.get(other))
+               for r in rows)
+
+
+def in_step(rows: list[dict], axis: str, other: str) -> bool:
+    """Whether two keys determine each other (fine-tuning epochs set per label fraction, one each): the same axis
+    under two names, so a line split by one would hold a single point of the other."""
+    return _determines(rows, axis, other) and _determines(rows, other, axis)
+
+
+def plot_metric_against_axes(rows: list[dict], axes: list[str], metrics: list[str], folder: Path,
+                             against: list[str] | None = None) -> list[Path]:
+    """For each axis that varies (or each of `against`) and each metric: the metric (mean ± std over seeds) against
+    the axis's values, one line per setting of the other varying axes (those in step with it aside), labelled by the
+    keys that differ between lines. Values that are not numbers are placed evenly, in sweep order."""
     folder.mkdir(parents=True, exist_ok=True)
     swept = varying_axes(rows, axes)
     written = []
-    for axis in swept:
-        others = [a for a in swept if a != axis]
+    for axis in swept if against is None else [a for a in swept if a in against]:
+        others = [a for a in swept if a != axis and not in_step(rows, axis, a)]
         for metric in metrics:
             lines: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
             first: dict[tuple, dict] = {}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 
 from frafer.errors import FraferError
 from frafer.eval.reports import markdown_table
@@ -41,23 +42,66 @@ def write_sweep_results(sweep: Sweep, sweep_dir: Path) -> str:
 IGNORED_KEYS = ("train.name", "train.out_dir", "train.device", "train.threads", "train.tensorboard", "data.num_workers")
 
 
-def runs_table(run_dirs: list[Path], metrics: list[str] = ()) -> str:
-    """Any run folders side by side: the config keys that differ between them, then their metrics. A sweep folder
-    given here prints its own table, read from the folder alone (its runs record their own configs)."""
-    if len(run_dirs) == 1 and (run_dirs[0] / "sweep.yaml").is_file():
-        sweep = load_sweep(run_dirs[0] / "sweep.yaml", check_configs=False)
-        return write_sweep_results(sweep, run_dirs[0])
+def _shorten_paths(rows: list[dict], key: str) -> None:
+    """Folder-valued keys (`model.init`) relative to the folder their values share, so columns and legends say
+    `fra_seed0`, not the whole path; other values (`none`) stay as they are."""
+    paths = {r[key] for r in rows if isinstance(r.get(key), str) and "/" in r[key]}
+    if not paths:
+        return
+    parent = PurePath(os.path.commonpath(list(paths))) if len(paths) > 1 else PurePath(next(iter(paths))).parent
+    for row in rows:
+        if row.get(key) in paths:
+            row[key] = str(PurePath(row[key]).relative_to(parent))
+
+
+def runs_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str]]:
+    """Any run folders as rows: the config keys that differ between them (folder values shortened), then every
+    metric they report; and those keys."""
     missing = [d for d in run_dirs if not d.is_dir()]
     if missing:
         raise FraferError(f"{missing[0]} is not a folder")
     configs = [flat_config(d) for d in run_dirs]
     keys = sorted({k for c in configs for k in c} - set(IGNORED_KEYS))
     differing = [k for k in keys if len({value_key(c.get(k)) for c in configs}) > 1]
-    rows = []
-    for run_dir, config in zip(run_dirs, configs, strict=True):
-        row = {"run": run_dir.name, **{k: config.get(k) for k in differing}, **run_metrics(run_dir)}
-        rows.append(row)
-    chosen = default_metrics(rows, list(metrics))
-    if not any(isinstance(r.get(m), float) for r in rows for m in chosen):
+    rows = [{"run": run_dir.name, **{k: config.get(k) for k in differing}, **run_metrics(run_dir), "status": "ok"}
+            for run_dir, config in zip(run_dirs, configs, strict=True)]
+    if not any(isinstance(v, float) for r in rows for v in r.values()):
         raise FraferError("none of these folders has results.json or metrics.jsonl: are they run folders?")
-    return markdown_table(rows, ["run", *differing, *chosen])
+    for key in differing:
+        _shorten_paths(rows, key)
+    return rows, differing
+
+
+def _known(key: str, differing: list[str], flag: str) -> None:
+    if key not in differing:
+        raise FraferError(f"{flag} {key}: not a config key that differs between these runs "
+                          f"(those are: {', '.join(differing) or 'none'})")
+
+
+def runs_table(run_dirs: list[Path], metrics: list[str] = (), fold: list[str] = ()) -> str:
+    """Any run folders side by side: the config keys that differ between them, then their metrics; runs that differ
+    only in `fold` keys (label subsets, seeds) are one row, each metric as mean ± std. A sweep folder given here
+    prints its own table, read from the folder alone (its runs record their own configs)."""
+    if len(run_dirs) == 1 and (run_dirs[0] / "sweep.yaml").is_file():
+        sweep = load_sweep(run_dirs[0] / "sweep.yaml", check_configs=False)
+        return write_sweep_results(sweep, run_dirs[0])
+    rows, differing = runs_rows(run_dirs)
+    chosen = default_metrics(rows, list(metrics))
+    if not fold:
+        return markdown_table(rows, ["run", *differing, *chosen])
+    for key in fold:
+        _known(key, differing, "--fold")
+    keep = [k for k in differing if k not in fold]
+    return markdown_table(summarise(rows, keep, chosen), [*keep, "seeds", *chosen])
+
+
+def plot_runs(run_dirs: list[Path], against: str, folder: Path, metrics: list[str] = (),
+              fold: list[str] = ()) -> list[Path]:
+    """Each metric against one config key (the label fraction), a line per setting of the other keys that differ,
+    the `fold` keys folded into error bars: `frafer results --plot`."""
+    rows, differing = runs_rows(run_dirs)
+    _known(against, differing, "--plot")
+    for key in fold:
+        _known(key, differing, "--fold")
+    keep = [k for k in differing if k not in fold]
+    return plot_metric_against_axes(rows, keep, default_metrics(rows, list(metrics)), folder, against=[against])
