@@ -21,7 +21,7 @@ from frafer.experiments.plots import (
     setting_label,
     varying_axes,
 )
-from frafer.experiments.report import runs_rows, runs_table, write_sweep_results
+from frafer.experiments.report import plot_runs, runs_rows, runs_table, write_sweep_results
 from frafer.experiments.sweep_run import run_sweep, stage_command
 from frafer.experiments.sweep_spec import Point, load_sweep, stage_dir, stage_status
 from frafer.experiments.tables import mean_std_text, summarise
@@ -331,10 +331,13 @@ def test_results_fold_label_subsets_and_plot_against_the_fraction(tmp_path, caps
                  "--out", str(tmp_path / "plots")]) == 0
     (figure,) = (tmp_path / "plots").iterdir()
     assert figure.name == "best_val.test.top1_vs_data.label_fraction.png"
-    rows, differing = runs_rows(runs)
+    rows, differing, _ = runs_rows(runs)
     assert [a for a in differing if not in_step(rows, "data.label_fraction", a)] == [
         "data.label_seed", "model.init"]  # train.epochs moves with the fraction
-    with pytest.raises(FraferError, match="--fold data.label_sed: not a config key that differs"):
+    with pytest.raises(FraferError, match="--fold data.label_sed: no such config key"):
         runs_table(runs, fold=["data.label_sed"])
+    assert "3/3" in runs_table(runs[:3], fold=["data.label_seed", "train.epochs"])  # a shared key folds nothing
+    with pytest.raises(FraferError, match="--plot train.epochs: not a config key that differs"):
+        plot_runs(runs[:3], "train.epochs", tmp_path / "none")
     assert main(["results", *map(str, runs), "--plot", "data.label_fraction"]) == 2
     assert "--plot needs --out" in capsys.readouterr().err

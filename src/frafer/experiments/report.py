@@ -54,9 +54,9 @@ def _shorten_paths(rows: list[dict], key: str) -> None:
             row[key] = str(PurePath(row[key]).relative_to(parent))
 
 
-def runs_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str]]:
+def runs_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str], list[str]]:
     """Any run folders as rows: the config keys that differ between them (folder values shortened), then every
-    metric they report; and those keys."""
+    metric they report; those keys, and every config key the runs have."""
     missing = [d for d in run_dirs if not d.is_dir()]
     if missing:
         raise FraferError(f"{missing[0]} is not a folder")
@@ -69,13 +69,14 @@ def runs_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str]]:
         raise FraferError("none of these folders has results.json or metrics.jsonl: are they run folders?")
     for key in differing:
         _shorten_paths(rows, key)
-    return rows, differing
+    return rows, differing, keys
 
 
-def _known(key: str, differing: list[str], flag: str) -> None:
-    if key not in differing:
-        raise FraferError(f"{flag} {key}: not a config key that differs between these runs "
-                          f"(those are: {', '.join(differing) or 'none'})")
+def _check_fold(fold: list[str], keys: list[str]) -> None:
+    """A fold key the runs share folds nothing and is fine; one no run has is a typo."""
+    for key in fold:
+        if key not in keys:
+            raise FraferError(f"--fold {key}: no such config key in these runs")
 
 
 def runs_table(run_dirs: list[Path], metrics: list[str] = (), fold: list[str] = ()) -> str:
@@ -85,12 +86,11 @@ def runs_table(run_dirs: list[Path], metrics: list[str] = (), fold: list[str] = 
     if len(run_dirs) == 1 and (run_dirs[0] / "sweep.yaml").is_file():
         sweep = load_sweep(run_dirs[0] / "sweep.yaml", check_configs=False)
         return write_sweep_results(sweep, run_dirs[0])
-    rows, differing = runs_rows(run_dirs)
+    rows, differing, keys = runs_rows(run_dirs)
     chosen = default_metrics(rows, list(metrics))
     if not fold:
         return markdown_table(rows, ["run", *differing, *chosen])
-    for key in fold:
-        _known(key, differing, "--fold")
+    _check_fold(fold, keys)
     keep = [k for k in differing if k not in fold]
     return markdown_table(summarise(rows, keep, chosen), [*keep, "seeds", *chosen])
 
@@ -99,9 +99,10 @@ def plot_runs(run_dirs: list[Path], against: str, folder: Path, metrics: list[st
               fold: list[str] = ()) -> list[Path]:
     """Each metric against one config key (the label fraction), a line per setting of the other keys that differ,
     the `fold` keys folded into error bars: `frafer results --plot`."""
-    rows, differing = runs_rows(run_dirs)
-    _known(against, differing, "--plot")
-    for key in fold:
-        _known(key, differing, "--fold")
+    rows, differing, keys = runs_rows(run_dirs)
+    if against not in differing:
+        raise FraferError(f"--plot {against}: not a config key that differs between these runs "
+                          f"(those are: {', '.join(differing) or 'none'})")
+    _check_fold(fold, keys)
     keep = [k for k in differing if k not in fold]
     return plot_metric_against_axes(rows, keep, default_metrics(rows, list(metrics)), folder, against=[against])
