@@ -18,12 +18,17 @@ WIDTH=${WIDTH:-64}
 SIZE=${SIZE:-112}       # 112 px without the stem max-pool: 7x7 region maps, where regions were seen to form
 BATCH=${BATCH:-256}
 MINUTES=${MINUTES:-8}
+# weight decay on the trunk only, as configs/ferplus/pretrain_regions.yaml: the method's 1e-6 on every weight lets
+# LARS shrink the facial queries to zero within ~1,000 steps at η 0.01, and the maps go flat (docs/results.md)
+WD=${WD:-1e-4}
+WD_SCOPE=${WD_SCOPE:-trunk}
 OUT=${OUT:-/tmp/gpu_pretrain}
 mkdir -p "$OUT"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 start=$(date +%s)
 recipe=(--config configs/ferplus/pretrain_cpu.yaml "data.root=$DATA" "data.image_size=$SIZE" "model.arch=$ARCH"
         "model.width=$WIDTH" "train.batch_size=$BATCH" train.precision=bf16 train.channels_last=true
+        "optim.weight_decay=$WD" "optim.weight_decay_scope=$WD_SCOPE"
         "train.device=$DEVICE" "train.out_dir=$OUT" train.log_every=10 data.num_workers=4 train.tensorboard=false)
 
 # 1. the step time, from 30 steps (the first 10 warm up)
