@@ -65,11 +65,17 @@ def runs_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str], list[str]]:
     differing = [k for k in keys if len({value_key(c.get(k)) for c in configs}) > 1]
     rows = [{"run": run_dir.name, **{k: config.get(k) for k in differing}, **run_metrics(run_dir), "status": "ok"}
             for run_dir, config in zip(run_dirs, configs, strict=True)]
-    if not any(isinstance(v, float) for r in rows for v in r.values()):
-        raise FraferError("none of these folders has results.json or metrics.jsonl: are they run folders?")
     for key in differing:
         _shorten_paths(rows, key)
     return rows, differing, keys
+
+
+def _chosen_metrics(rows: list[dict], metrics: list[str]) -> list[str]:
+    chosen = default_metrics(rows, list(metrics))
+    if not any(isinstance(r.get(m), float) for r in rows for m in chosen):
+        raise FraferError(f"none of these folders reports {', '.join(chosen) or 'a metric'} (results.json or "
+                          "metrics.jsonl): are they run folders?")
+    return chosen
 
 
 def _check_fold(fold: list[str], keys: list[str]) -> None:
@@ -87,7 +93,7 @@ def runs_table(run_dirs: list[Path], metrics: list[str] = (), fold: list[str] = 
         sweep = load_sweep(run_dirs[0] / "sweep.yaml", check_configs=False)
         return write_sweep_results(sweep, run_dirs[0])
     rows, differing, keys = runs_rows(run_dirs)
-    chosen = default_metrics(rows, list(metrics))
+    chosen = _chosen_metrics(rows, metrics)
     if not fold:
         return markdown_table(rows, ["run", *differing, *chosen])
     _check_fold(fold, keys)
@@ -105,4 +111,4 @@ def plot_runs(run_dirs: list[Path], against: str, folder: Path, metrics: list[st
                           f"(those are: {', '.join(differing) or 'none'})")
     _check_fold(fold, keys)
     keep = [k for k in differing if k not in fold]
-    return plot_metric_against_axes(rows, keep, default_metrics(rows, list(metrics)), folder, against=[against])
+    return plot_metric_against_axes(rows, keep, _chosen_metrics(rows, metrics), folder, against=[against])
