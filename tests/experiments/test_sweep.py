@@ -334,6 +334,8 @@ def test_results_fold_label_subsets_and_plot_against_the_fraction(tmp_path, caps
     rows, differing, _ = runs_rows(runs)
     assert [a for a in differing if not in_step(rows, "data.label_fraction", a)] == [
         "data.label_seed", "model.init"]  # train.epochs moves with the fraction
+    pair = [{"lr": 1e-3, "init": "none", "status": "ok"}, {"lr": 2e-4, "init": "fra", "status": "ok"}]
+    assert not in_step(pair, "lr", "init")  # two single runs still show which init each point is
     with pytest.raises(FraferError, match="none of these folders reports best_val.test.top2"):
         runs_table(runs, ["best_val.test.top2"])
     with pytest.raises(FraferError, match="--fold data.label_sed: no such config key"):

@@ -41,9 +41,11 @@ def _determines(rows: list[dict], axis: str, other: str) -> bool:
 
 
 def in_step(rows: list[dict], axis: str, other: str) -> bool:
-    """Whether two keys determine each other (fine-tuning epochs set per label fraction, one each): the same axis
-    under two names, so a line split by one would hold a single point of the other."""
-    return _determines(rows, axis, other) and _determines(rows, other, axis)
+    """Whether `other` is a number that moves with the axis, each determining the other (fine-tuning epochs set per
+    label fraction): the same axis under two names, so a line split by it would hold a single point. A key that
+    names what is compared (a method, an init) always splits lines."""
+    numeric = all(_is_number(axis_text(r.get(other))) for r in rows)
+    return numeric and _determines(rows, axis, other) and _determines(rows, other, axis)
 
 
 def plot_metric_against_axes(rows: list[dict], axes: list[str], metrics: list[str], folder: Path,
