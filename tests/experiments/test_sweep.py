@@ -331,7 +331,7 @@ def test_results_fold_label_subsets_and_plot_against_the_fraction(tmp_path, caps
                  "--out", str(tmp_path / "plots")]) == 0
     (figure,) = (tmp_path / "plots").iterdir()
     assert figure.name == "best_val.test.top1_vs_data.label_fraction.png"
-    rows, differing, _ = runs_rows(runs)
+    rows, differing = runs_rows(runs)
     assert [a for a in differing if not in_step(rows, "data.label_fraction", a)] == [
         "data.label_seed", "model.init"]  # train.epochs moves with the fraction
     pair = [{"lr": 1e-3, "init": "none", "status": "ok"}, {"lr": 2e-4, "init": "fra", "status": "ok"}]

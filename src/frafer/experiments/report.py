@@ -54,9 +54,10 @@ def _shorten_paths(rows: list[dict], key: str) -> None:
             row[key] = str(PurePath(row[key]).relative_to(parent))
 
 
-def runs_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str], list[str]]:
+def runs_rows(run_dirs: list[Path], fold: list[str] = ()) -> tuple[list[dict], list[str]]:
     """Any run folders as rows: the config keys that differ between them (folder values shortened), then every
-    metric they report; those keys, and every config key the runs have."""
+    metric they report; and those keys, less the `fold` keys (a fold key the runs share folds nothing and is fine;
+    one no run has is a typo)."""
     missing = [d for d in run_dirs if not d.is_dir()]
     if missing:
         raise FraferError(f"{missing[0]} is not a folder")
@@ -67,7 +68,10 @@ def runs_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str], list[str]]:
             for run_dir, config in zip(run_dirs, configs, strict=True)]
     for key in differing:
         _shorten_paths(rows, key)
-    return rows, differing, keys
+    for key in fold:
+        if key not in keys:
+            raise FraferError(f"--fold {key}: no such config key in these runs")
+    return rows, [k for k in differing if k not in fold]
 
 
 def _chosen_metrics(rows: list[dict], metrics: list[str]) -> list[str]:
@@ -78,13 +82,6 @@ def _chosen_metrics(rows: list[dict], metrics: list[str]) -> list[str]:
     return chosen
 
 
-def _check_fold(fold: list[str], keys: list[str]) -> None:
-    """A fold key the runs share folds nothing and is fine; one no run has is a typo."""
-    for key in fold:
-        if key not in keys:
-            raise FraferError(f"--fold {key}: no such config key in these runs")
-
-
 def runs_table(run_dirs: list[Path], metrics: list[str] = (), fold: list[str] = ()) -> str:
     """Any run folders side by side: the config keys that differ between them, then their metrics; runs that differ
     only in `fold` keys (label subsets, seeds) are one row, each metric as mean ± std. A sweep folder given here
@@ -92,12 +89,10 @@ def runs_table(run_dirs: list[Path], metrics: list[str] = (), fold: list[str] = 
     if len(run_dirs) == 1 and (run_dirs[0] / "sweep.yaml").is_file():
         sweep = load_sweep(run_dirs[0] / "sweep.yaml", check_configs=False)
         return write_sweep_results(sweep, run_dirs[0])
-    rows, differing, keys = runs_rows(run_dirs)
+    rows, keep = runs_rows(run_dirs, fold)
     chosen = _chosen_metrics(rows, metrics)
     if not fold:
-        return markdown_table(rows, ["run", *differing, *chosen])
-    _check_fold(fold, keys)
-    keep = [k for k in differing if k not in fold]
+        return markdown_table(rows, ["run", *keep, *chosen])
     return markdown_table(summarise(rows, keep, chosen), [*keep, "seeds", *chosen])
 
 
@@ -105,10 +100,8 @@ def plot_runs(run_dirs: list[Path], against: str, folder: Path, metrics: list[st
               fold: list[str] = ()) -> list[Path]:
     """Each metric against one config key (the label fraction), a line per setting of the other keys that differ,
     the `fold` keys folded into error bars: `frafer results --plot`."""
-    rows, differing, keys = runs_rows(run_dirs)
-    if against not in differing:
+    rows, keep = runs_rows(run_dirs, fold)
+    if against not in keep:
         raise FraferError(f"--plot {against}: not a config key that differs between these runs "
-                          f"(those are: {', '.join(differing) or 'none'})")
-    _check_fold(fold, keys)
-    keep = [k for k in differing if k not in fold]
+                          f"(those are: {', '.join(keep) or 'none'})")
     return plot_metric_against_axes(rows, keep, _chosen_metrics(rows, metrics), folder, against=[against])
