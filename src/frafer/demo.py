@@ -110,14 +110,13 @@ def run_demo(config_path: str, out: str, overrides: list[str] = (),
     knn_random = knn[methods[0]][0]["knn_top1"] if methods else None  # step 0: every method's trunk is the same
 
     # Downstream: linear probe and fine-tuning from each initialisation, same recipe and budget.
-    fer_data = [f"data.root={data['train']}", f"data.extra_roots=[{data['val']},{data['test']}]"]
     rows = []
     order = [m for m in ("BYOL", "FRA", "MoCo v2") if m in methods]  # the table's rows, as the README has them
     chosen_runs = {}
     for name, init in (("random init", "none"), *((m, runs[m]) for m in order)):
         row = {"init": name, "knn_top1": knn_random if init == "none" else knn[name][-1]["knn_top1"]}
         slug = "random" if init == "none" else _slug(name)
-        cfg_overrides = [*fer_data, f"model.init={init}", *finetune_overrides]
+        cfg_overrides = downstream_overrides(data, init, base.data.image_size, finetune_overrides)
         print(f"\n== linear probe from {name} ==", flush=True)
         run_dir = out_dir / f"lp_{slug}"
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -151,6 +150,17 @@ def run_demo(config_path: str, out: str, overrides: list[str] = (),
     spent = ", ".join(f"{m} {minutes[m]:.1f} min" for m in methods)
     print(f"\npre-training: {spent}; total {summary['total_minutes']:.1f} min; folder: {out_dir}")
     return summary
+
+
+def downstream_overrides(data: dict[str, Path], init: str | Path, image_size: int,
+                         finetune_overrides: list[str] = ()) -> list[str]:
+    """The downstream recipe's overrides: the labelled splits, the trunk, and the size the faces were written at.
+
+    Probing and fine-tuning at the pre-training's size keeps a larger demo (configs/demo_regions.yaml, 80 px) from
+    shrinking its faces back to the downstream recipe's 64 px; the user's `--ft` overrides come last and win.
+    """
+    return [f"data.root={data['train']}", f"data.extra_roots=[{data['val']},{data['test']}]",
+            f"data.image_size={image_size}", f"model.init={init}", *finetune_overrides]
 
 
 def finetune_choosing_lr(config: str, overrides: list[str], lrs: tuple[float, ...], out_dir: Path,

@@ -592,3 +592,20 @@ def test_the_demo_chooses_each_inits_learning_rate_on_val(data, tmp_path, quick_
     assert chosen["results"]["last"]["val"]["top1"] == chosen["val"][chosen["lr"]]
     assert yaml.safe_load((chosen["run_dir"] / "config.yaml").read_text())["optim"]["lr"] == chosen["lr"]
     assert (tmp_path / "ft_random_lr0.0001" / "model").is_dir() and (tmp_path / "ft_random_lr0.003" / "model").is_dir()
+
+
+def test_the_demo_probes_and_fine_tunes_at_the_size_its_faces_were_written(tmp_path):
+    from frafer.config.loader import load_config
+    from frafer.demo import downstream_overrides
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    regions = load_config(str(root / "demo_regions.yaml"))
+    assert regions.data.image_size == 80 and regions.train.epochs == 12  # over demo.yaml: 5×5 maps, 768 steps
+    assert (regions.optim.weight_decay, regions.optim.weight_decay_scope) == (1e-4, "trunk")
+    assert regions.data.source == "synthetic" and regions.model.width == 16  # the rest is the demo's
+    data = {split: tmp_path / split for split in ("train", "val", "test")}
+    downstream = load_config(str(root / "demo_finetune.yaml"), downstream_overrides(data, "none", 80), FinetuneConfig)
+    assert downstream.data.image_size == 80 and downstream.data.root == str(tmp_path / "train")
+    assert downstream.data.extra_roots == [str(tmp_path / "val"), str(tmp_path / "test")]
+    mine = downstream_overrides(data, "none", 80, ["data.image_size=64"])  # the user's --ft comes last and wins
+    assert load_config(str(root / "demo_finetune.yaml"), mine, FinetuneConfig).data.image_size == 64
