@@ -23,7 +23,7 @@ from frafer.config.loader import build_config
 from frafer.config.schema import FinetuneConfig
 from frafer.data.fer.dataset import FERSample
 from frafer.data.fer.labels import EXPRESSIONS
-from frafer.data.fer.splits import class_balanced_weights, make_targets, prepare_splits
+from frafer.data.fer.splits import class_balanced_weights, make_targets, prepare_splits, training_targets
 from frafer.data.pipelines.sampling import EpochBatchSampler, sample_seed
 from frafer.errors import FraferError
 from frafer.eval.evaluate import evaluate_bundle
@@ -298,6 +298,18 @@ def test_probability_mode_draws_per_epoch_and_reproducibly(data):
     _, table_fn = make_targets(kept, "crossentropy", 7)
     sure = [i for i in range(len(kept)) if table_fn(kept[i], i, 0).max() == 1]
     assert sure and all(len({e[i] for e in epochs}) == 1 for i in sure)
+
+
+def test_training_faces_a_crowd_mode_leaves_out_are_counted_in_the_summary(data):
+    splits = prepare_splits(cfg_for(data, "data.crowd_mode=majority").data, 0)
+    kept, _ = training_targets(splits, "majority")
+    left_out = len(splits.train) - len(kept)
+    assert left_out > 0  # the fixture's votes include ties, which have no majority label
+    assert splits.notes["train: no 'majority' target from the votes"] == left_out
+    assert f"train: no 'majority' target from the votes: {left_out}" in splits.summary()
+    everyone = prepare_splits(cfg_for(data, "data.crowd_mode=crossentropy").data, 0)
+    assert len(training_targets(everyone, "crossentropy")[0]) == len(everyone.train)  # a distribution for all
+    assert not any(k.startswith("train: no ") for k in everyone.notes)
 
 
 # ----------------------------------------------------------------------------------------------- balanced sampling

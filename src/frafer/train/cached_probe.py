@@ -22,7 +22,7 @@ from tqdm import tqdm
 from frafer.artifacts.feature_store import FeatureStore, feature_identity
 from frafer.config.schema import FinetuneConfig
 from frafer.data.fer.dataset import FERSample, load_sample_image
-from frafer.data.fer.splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
+from frafer.data.fer.splits import FERSplits, class_balanced_weights, prepare_splits, training_targets
 from frafer.data.pipelines.sampling import EpochBatchSampler
 from frafer.data.pipelines.transforms import build_eval_transform
 from frafer.engine import common, distributed, machine, session
@@ -64,7 +64,7 @@ def cached_linear_probe(cfg: FinetuneConfig, run_dir: Path, ctx: distributed.Con
     session.check_run_dir(run_dir, False, overwrite, ctx)  # refused at once
     machine.set_threads(t.threads, cfg.data.num_workers)
     splits = splits or prepare_splits(cfg.data, t.seed)
-    train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
+    train_samples, target_fn = training_targets(splits, cfg.data.crowd_mode)
     tqdm.write(splits.summary())
     model, init_record = build_classifier(cfg, len(splits.classes))
     model.freeze_trunk()

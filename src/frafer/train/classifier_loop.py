@@ -24,7 +24,7 @@ from frafer.artifacts.bundle import load_bundle
 from frafer.artifacts.trunk_init import TrunkLayout
 from frafer.config.schema import FinetuneConfig
 from frafer.data.fer.dataset import FERImages, collate_fer
-from frafer.data.fer.splits import FERSplits, class_balanced_weights, make_targets, prepare_splits
+from frafer.data.fer.splits import FERSplits, class_balanced_weights, prepare_splits, training_targets
 from frafer.data.pipelines.sampling import EpochBatchSampler, fit_batch
 from frafer.data.pipelines.transforms import build_eval_transform, build_fer_train_transform
 from frafer.engine import common, distributed, machine, session, speed
@@ -67,7 +67,7 @@ def _train(cfg: FinetuneConfig, run_dir: Path, resume: bool, head: Head, ctx,
 
     # Data first: a bad path or label fails before any model is built.
     splits = splits or prepare_splits(cfg.data, t.seed)
-    train_samples, target_fn = make_targets(splits.train, cfg.data.crowd_mode, len(splits.classes))
+    train_samples, target_fn = training_targets(splits, cfg.data.crowd_mode)
     requested = batch_size
     batch_size = fit_batch(requested, len(train_samples), ctx.world_size,
                            "probe.batch_size" if frozen else "train.batch_size")
