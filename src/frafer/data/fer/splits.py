@@ -216,7 +216,9 @@ def make_targets(
     return kept_samples, target_fn
 
 
-def training_targets(splits: FERSplits, crowd_mode: str):
+def training_targets(
+    splits: FERSplits, crowd_mode: str
+) -> tuple[list[FERSample], Callable[[FERSample, int, int], object]]:
     """`make_targets` on the training split, counting in `splits.notes` the samples it leaves out.
 
     A crowd mode drops the training faces whose votes give it no target (no majority label for `majority`), which
