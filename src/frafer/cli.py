@@ -207,8 +207,12 @@ def _run_plan(args, cls, default_stem: str):
         if args.config:
             raise FraferError("--resume takes the run's own config.yaml; drop --config (overrides are allowed)")
         run_dir = Path(args.resume)
+        if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
+            raise FraferError(f"--resume {run_dir} continues that folder in place; drop --run-dir {args.run_dir}")
         if not (run_dir / "config.yaml").is_file():
-            raise FraferError(f"--resume {run_dir}: no config.yaml there; is it a run folder?")
+            hint = ("--resume takes the run folder to continue, not a flag: --resume RUN"
+                    if "=" in args.resume and not run_dir.exists() else "is it a run folder?")
+            raise FraferError(f"--resume {run_dir}: no config.yaml there; {hint}")
         return load_config(run_dir / "config.yaml", args.overrides, cls), run_dir, True
     cfg = load_config(args.config, args.overrides, cls)
     stem = Path(args.config).stem if args.config else default_stem

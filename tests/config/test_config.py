@@ -78,6 +78,16 @@ def test_cli_missing_config_file(capsys, tmp_path):
     assert "nope.yaml does not exist" in capsys.readouterr().err
 
 
+def test_cli_resume_names_what_it_takes(capsys, tmp_path):
+    # `--run-dir R --resume key=value` (--resume as a flag) used to read the override as the run folder
+    assert main(["pretrain", "--run-dir", str(tmp_path), "--resume", "data.root=/faces"]) == 2
+    assert "drop --run-dir" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", "data.root=/faces"]) == 2
+    assert "not a flag: --resume RUN" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", str(tmp_path)]) == 2
+    assert "is it a run folder?" in capsys.readouterr().err
+
+
 def test_cli_overrides_may_follow_options(tmp_path, capsys):
     path = tmp_path / "r.yaml"
     path.write_text("data: {source: synthetic}\n")
