@@ -16,7 +16,9 @@ FORMED_SHARPNESS, the bar predict labels its panels by) and consistency at least
 
 writes regions.jsonl (one line per run and checkpoint), curves.png (training and held-out curves against steps),
 panels.png (each run's last checkpoint on the same first --panels faces, argmax regions, one row per run: the
-side-by-side view the report chose τ by; it shows dataset faces, so keep it out of the repository) and prints a
+side-by-side view the report chose τ by; it shows dataset faces, so keep it out of the repository), layout.png
+(each run's last checkpoint again, one row per run: every region's map averaged over all the held-out faces,
+titled with the part it lands on most and on what share of them; no face in it, so docs may show it) and prints a
 table.
 """
 
@@ -69,15 +71,16 @@ def checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 
 @torch.no_grad()
-def measure_checkpoint(weights: Path, cfg: dict, faces) -> dict:
-    """Sharpness, consistency and its control of one checkpoint's region maps on the faces."""
+def measure_checkpoint(weights: Path, cfg: dict, faces) -> tuple[dict, np.ndarray]:
+    """Sharpness, consistency and its control of one checkpoint's region maps on the faces, and those maps' mean
+    over the faces (N, h, w): where each region sits on the average face."""
     size, aug = int(cfg["data"]["image_size"]), cfg.get("aug", {})
     model, _ = region_model_from_pretraining(weights)
     transform = build_eval_transform(size, aug.get("mean", VGGFACE2_MEAN), aug.get("std", VGGFACE2_STD))
     maps = model(torch.stack([transform(image) for image, _ in faces])).float().numpy()  # (F, N, h, w)
     pairs = [(upsample_maps(m, size), landmark_parts(marks * size, size))
              for m, (_, marks) in zip(maps, faces, strict=True)]
-    return score_regions(pairs)
+    return score_regions(pairs), maps.mean(axis=0)
 
 
 def training_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
@@ -125,6 +128,29 @@ def draw_panels(results: dict[str, dict], runs: list[Path], faces, path: Path) -
     panel_grid(rows).save(path)
 
 
+def draw_layout(results: dict[str, dict], path: Path) -> None:
+    """One row per run, one tile per region: its last checkpoint's map averaged over the held-out faces."""
+    names = [name for name, res in results.items() if res["held_out"]]
+    if not names:
+        return
+    regions = len(results[names[0]]["mean_maps"])
+    top = max(float(results[name]["mean_maps"].max()) for name in names)  # one colour scale for every run
+    fig, axes = plt.subplots(len(names), regions, figsize=(1.3 * regions + 1.6, 1.45 * len(names)), squeeze=False)
+    for row, name in zip(axes, names, strict=True):
+        last = results[name]["held_out"][-1]
+        for n, (ax, mean_map) in enumerate(zip(row, results[name]["mean_maps"], strict=True)):
+            ax.imshow(mean_map, cmap="magma", vmin=0, vmax=top, interpolation="bilinear")
+            part, share = last["per_region"][n]
+            ax.set_title(f"{n}: {part} {share:.0%}", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(f"{name}\nstep {last['step']}", fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(f"each region's map averaged over the held-out faces (black 0, brightest {top:.2f}; title: the "
+                 "part it lands on most, on what share of the faces)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="FRA pre-training run folders")
@@ -142,9 +168,10 @@ def main() -> None:
     with (args.out / "regions.jsonl").open("w") as log:
         for run in args.runs:
             cfg = yaml.safe_load((run / "config.yaml").read_text())
-            held_out = []
+            held_out, mean_maps = [], None
             for step, weights in checkpoints(run):
-                r = {"run": run.name, "step": step, **measure_checkpoint(weights, cfg, faces)}
+                scores, mean_maps = measure_checkpoint(weights, cfg, faces)
+                r = {"run": run.name, "step": step, **scores}
                 r["formed"] = formed(r)
                 log.write(json.dumps(r) + "\n")
                 held_out.append(r)
@@ -152,12 +179,14 @@ def main() -> None:
                 print(f"{run.name:>16} step {step:>6}: sharpness {r['sharpness']:.3f} (flat {r['uniform']:.3f}), "
                       f"consistency {r['consistency']:.2f} (shuffled {r['control']:.2f}), concentration "
                       f"{r['concentration']:.2f}, formed {r['formed']}; {regions}", flush=True)
-            results[run.name] = {"held_out": held_out, "curves": training_curves(run), "config": cfg}
+            results[run.name] = {"held_out": held_out, "curves": training_curves(run), "config": cfg,
+                                 "mean_maps": mean_maps}
     plot(results, args.out / "curves.png")
+    draw_layout(results, args.out / "layout.png")
     if args.panels:
         draw_panels(results, args.runs, faces[: args.panels], args.out / "panels.png")
-    print(f"{len(faces)} held-out faces; wrote regions.jsonl, curves.png{', panels.png' * bool(args.panels)} "
-          f"under {args.out}")
+    panels = ", panels.png" * bool(args.panels)
+    print(f"{len(faces)} held-out faces; wrote regions.jsonl, curves.png, layout.png{panels} under {args.out}")
 
 
 if __name__ == "__main__":
